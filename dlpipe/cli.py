@@ -1,0 +1,169 @@
+"""``dlpipe``: one command in front of the stack and every job.
+
+Each subcommand parses its own flags and hands over to a ``main``-style function, so the
+jobs stay runnable with ``spark-submit`` on their own; this module only wires them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from dlpipe.config import Config, load_config
+from dlpipe.errors import DlpipeError
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--set``: the flags every command and job shares."""
+    parser.add_argument(
+        "--config", metavar="PATH",
+        help="pipeline config (default: $DLPIPE_CONFIG or conf/pipeline.yaml)",
+    )
+    parser.add_argument(
+        "--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+        help="override one config key, e.g. --set spark.master=local[2] (repeatable)",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return load_config(args.config, overrides=args.overrides)
+
+
+# -- commands --------------------------------------------------------------------------
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from dlpipe.install import install_all
+
+    installed = install_all()
+    print(f"kafka libs:  {installed.kafka_libs}")
+    print(f"minio:       {installed.minio_bin}")
+    print(f"spark jars:  {installed.spark_jars}")
+    return 0
+
+
+def cmd_jars(args: argparse.Namespace) -> int:
+    from dlpipe.install import require_installed
+
+    print(",".join(str(p) for p in require_installed().spark_jar_paths()))
+    return 0
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    from dlpipe.stack.stack import Stack
+
+    cfg = config_from_args(args)
+    stack = Stack.from_config(cfg)
+    if args.action == "up":
+        if args.install:
+            from dlpipe.install import install_all
+
+            install_all()
+        stack = stack.up(cluster=args.cluster, use_free_ports=args.free_ports)
+    elif args.action == "down":
+        stopped = stack.down()
+        print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        return 0
+    status = stack.status()
+    if getattr(args, "json", False):
+        print(json.dumps({
+            "services": status, "s3_endpoint": stack.cfg.s3_endpoint,
+            "kafka_bootstrap_servers": stack.cfg.kafka_bootstrap_servers,
+            "state_dir": str(stack.cfg.stack.state_dir),
+        }, indent=2))
+    else:
+        for name, state in status.items():
+            print(f"{name:16s} {state}")
+        print(f"{'state dir':16s} {stack.cfg.stack.state_dir}")
+    core = ("kafka", "minio")
+    return 0 if all(status[n] == "healthy" for n in core) else 1
+
+
+def cmd_smoke(args: argparse.Namespace) -> int:
+    from spark_jobs import smoke
+
+    return smoke.main([*_passthrough(args), f"--steps={args.steps}"])
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from dlpipe import demo
+
+    return demo.run(config_from_args(args), cluster=args.cluster)
+
+
+def _passthrough(args: argparse.Namespace) -> list[str]:
+    out = [f"--config={args.config}"] if args.config else []
+    return out + [f"--set={o}" for o in args.overrides]
+
+
+# -- parser ----------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dlpipe",
+        description="Kafka -> Spark -> Delta on MinIO -> TFRecord -> distributed TensorFlow.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], help: str,
+                config: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        if config:
+            add_config_args(p)
+        p.set_defaults(func=func)
+        return p
+
+    command("install", cmd_install,
+            "download Kafka and the Spark connector jars, build MinIO (idempotent)", config=False)
+    command("jars", cmd_jars,
+            "print the Spark connector jars as a comma-separated list for spark-submit --jars",
+            config=False)
+
+    stack = command("stack", cmd_stack, "start, stop or check the local Kafka + MinIO stack")
+    stack_sub = stack.add_subparsers(dest="action", required=True, metavar="ACTION")
+    up = stack_sub.add_parser(
+        "up", help="start Kafka and MinIO (and a Spark cluster), create buckets and topics",
+        description="Start what is not running; reuse what is healthy.",
+    )
+    up.add_argument("--cluster", action="store_true",
+                    help="also start a Spark standalone master and workers on loopback")
+    up.add_argument("--free-ports", action="store_true",
+                    help="pick free ports instead of the configured ones (kept in the state dir)")
+    up.add_argument("--install", action="store_true", help="run `dlpipe install` first")
+    down_help = "stop every service of the state dir (TERM, then KILL)"
+    down = stack_sub.add_parser("down", help=down_help, description=down_help)
+    status_help = "health of each service; exit 1 unless Kafka and MinIO are healthy"
+    status = stack_sub.add_parser("status", help=status_help, description=status_help)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    for p in (up, down, status):
+        add_config_args(p)
+
+    smoke = command(
+        "smoke", cmd_smoke,
+        "check the stack end to end: Delta on s3a, Kafka through Spark, 2-worker TF training",
+    )
+    smoke.add_argument("--steps", default="delta,kafka,train",
+                       help="comma-separated subset of delta,kafka,train (default: all)")
+
+    demo = command("demo", cmd_demo, "set up the local stack and run the pipeline end to end")
+    demo.add_argument("--cluster", action="store_true",
+                      help="run Spark jobs on the loopback standalone cluster instead of local[*]")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except DlpipeError as exc:
+        print(f"dlpipe {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dlpipe {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

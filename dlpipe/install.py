@@ -1,0 +1,198 @@
+"""Install what dlpipe runs besides Python packages: Kafka, MinIO and the Spark jars.
+
+Everything goes under one tools folder (``$DLPIPE_HOME``, default ``~/.cache/dlpipe``) shared
+by every clone on the machine, so a fresh checkout reuses earlier downloads. Each install
+finishes by writing a marker whose content is the pinned versions; an install whose marker
+matches is skipped, and an interrupted one is redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from dlpipe import versions
+from dlpipe.errors import MissingToolError
+from dlpipe.maven import copy_dependencies
+from dlpipe.progress import say, step
+
+MARKER = ".dlpipe-installed"
+_JAR_ARTIFACT = re.compile(r"^(?P<artifact>.+?)-\d[^/]*\.jar$")
+
+
+def tools_home() -> Path:
+    return Path(os.environ.get("DLPIPE_HOME", Path.home() / ".cache" / "dlpipe")).expanduser()
+
+
+def _fingerprint(payload: object) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _is_installed(folder: Path, fingerprint: str) -> bool:
+    marker = folder / MARKER
+    return marker.is_file() and marker.read_text().strip() == fingerprint
+
+
+def _mark_installed(folder: Path, fingerprint: str) -> None:
+    (folder / MARKER).write_text(fingerprint + "\n")
+
+
+@dataclass(frozen=True)
+class Installed:
+    """Where the installed pieces are; every path exists once ``install_all`` ran."""
+
+    kafka_libs: Path
+    minio_bin: Path
+    spark_jars: Path
+
+    def spark_jar_paths(self) -> list[Path]:
+        return sorted(self.spark_jars.glob("*.jar"))
+
+
+def _kafka_spec() -> dict[str, object]:
+    return {
+        "coordinates": [
+            f"org.apache.kafka:kafka_{versions.SCALA_BINARY}:{versions.KAFKA_VERSION}",
+            # The broker logs through SLF4J 2 to log4j2, as the binary distribution does.
+            f"org.slf4j:slf4j-api:{versions.SLF4J_VERSION}",
+            f"org.apache.logging.log4j:log4j-slf4j2-impl:{versions.LOG4J_VERSION}",
+            f"org.apache.logging.log4j:log4j-core:{versions.LOG4J_VERSION}",
+        ],
+        "overrides": {"org.slf4j:slf4j-api": versions.SLF4J_VERSION},
+    }
+
+
+def _spark_spec() -> dict[str, object]:
+    return {
+        "coordinates": list(versions.SPARK_PACKAGES),
+        "overrides": versions.SPARK_PACKAGE_OVERRIDES,
+        "excludes": list(versions.SPARK_PACKAGE_EXCLUDES),
+    }
+
+
+def locate(home: Path | None = None) -> Installed:
+    """Paths of the pinned installs, whether or not they are installed yet."""
+    home = home or tools_home()
+    return Installed(
+        kafka_libs=home / f"kafka-{versions.KAFKA_VERSION}" / "libs",
+        minio_bin=home / f"minio-{versions.MINIO_VERSION}" / "minio",
+        spark_jars=home / f"spark-jars-{_fingerprint(_spark_spec())}",
+    )
+
+
+def missing(installed: Installed | None = None) -> list[str]:
+    """Names of the pieces that are not installed, for error messages and ``status``."""
+    installed = installed or locate()
+    out = []
+    if not _is_installed(installed.kafka_libs.parent, _fingerprint(_kafka_spec())):
+        out.append(f"Kafka {versions.KAFKA_VERSION} broker jars ({installed.kafka_libs})")
+    if not (installed.minio_bin.is_file() and os.access(installed.minio_bin, os.X_OK)):
+        out.append(f"MinIO server ({installed.minio_bin})")
+    if not _is_installed(installed.spark_jars, _fingerprint(_spark_spec())):
+        out.append(f"Spark connector jars ({installed.spark_jars})")
+    return out
+
+
+def require_installed(installed: Installed | None = None) -> Installed:
+    installed = installed or locate()
+    lacking = missing(installed)
+    if lacking:
+        raise MissingToolError(
+            "not installed: " + "; ".join(lacking), fix="dlpipe install  (or: make setup)"
+        )
+    return installed
+
+
+def install_kafka(installed: Installed) -> None:
+    folder = installed.kafka_libs.parent
+    spec = _kafka_spec()
+    if _is_installed(folder, _fingerprint(spec)):
+        say(f"    Kafka {versions.KAFKA_VERSION}: already installed in {folder}")
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    copy_dependencies(
+        spec["coordinates"], installed.kafka_libs, overrides=spec["overrides"],
+        label=f"Kafka {versions.KAFKA_VERSION} broker",
+    )
+    _mark_installed(folder, _fingerprint(spec))
+
+
+def install_spark_jars(installed: Installed) -> None:
+    spec = _spark_spec()
+    if _is_installed(installed.spark_jars, _fingerprint(spec)):
+        say(f"    Spark connector jars: already installed in {installed.spark_jars}")
+        return
+    copy_dependencies(
+        spec["coordinates"], installed.spark_jars, overrides=spec["overrides"],
+        excludes=spec["excludes"], label="Spark connector jars",
+    )
+    _drop_jars_pyspark_ships(installed.spark_jars)
+    _mark_installed(installed.spark_jars, _fingerprint(spec))
+
+
+def _drop_jars_pyspark_ships(folder: Path) -> None:
+    """Keep one copy of each library: pyspark's own jars win over transitive duplicates."""
+    import pyspark
+
+    bundled = {
+        m["artifact"]
+        for jar in (Path(pyspark.__file__).parent / "jars").glob("*.jar")
+        if (m := _JAR_ARTIFACT.match(jar.name))
+    }
+    for jar in folder.glob("*.jar"):
+        m = _JAR_ARTIFACT.match(jar.name)
+        if m and m["artifact"] in bundled:
+            jar.unlink()
+
+
+def install_minio(installed: Installed) -> None:
+    target = installed.minio_bin
+    if target.is_file() and os.access(target, os.X_OK):
+        say(f"    MinIO {versions.MINIO_VERSION}: already installed at {target}")
+        return
+    go = shutil.which("go")
+    if go is None:
+        raise MissingToolError(
+            "go is not on PATH; dlpipe builds the MinIO server from source with `go install`.",
+            fix="install Go 1.24+ (https://go.dev/doc/install) or apt-get install -y golang",
+        )
+    staging = target.parent.with_name(target.parent.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    module = f"{versions.MINIO_MODULE}@{versions.MINIO_VERSION}"
+    with step(f"building MinIO from source (go install {module}; ~6 min on 2 cores)") as s:
+        env = {**os.environ, "GOBIN": str(staging), "CGO_ENABLED": "0"}
+        proc = subprocess.Popen(
+            [go, "install", "-trimpath", module], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        assert proc.stdout is not None
+        tail: list[str] = []
+        downloads = 0
+        for line in proc.stdout:
+            tail = [*tail[-30:], line.rstrip()]
+            if line.startswith("go: downloading"):
+                downloads += 1
+                if downloads % 25 == 0:
+                    s.detail(f"{downloads} modules downloaded")
+        if proc.wait() != 0:
+            raise RuntimeError("go install of MinIO failed:\n" + "\n".join(tail))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(staging / "minio"), target)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def install_all(home: Path | None = None) -> Installed:
+    """Install every missing piece; a no-op (a second or so) when all are there."""
+    installed = locate(home)
+    with step(f"installing Kafka, MinIO and Spark jars into {installed.kafka_libs.parents[1]}"):
+        install_kafka(installed)
+        install_spark_jars(installed)
+        install_minio(installed)
+    return installed

@@ -1,0 +1,160 @@
+"""The one SparkSession factory every dlpipe job uses.
+
+It composes with whoever else configures Spark: settings already given by ``spark-submit
+--conf`` or an existing session (a notebook) win over ours, and an existing session is
+reused and only has its S3 settings filled in. The conf itself is a pure function
+(``spark_conf``) so it can be read and tested without starting a JVM.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from dlpipe.config import Config
+from dlpipe.errors import MissingToolError
+from dlpipe.install import Installed, locate, require_installed
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+# Spark's default regex misses fs.s3a.secret.key's sibling fs.s3a.access.key; ours covers
+# every s3a credential key, so neither shows in the UI, the event log or `spark.conf` dumps.
+REDACTION_REGEX = r"(?i)secret|password|token|access[._-]?key|credential|session[._-]?key"
+
+_LOOPBACK_PREFIXES = ("local", "spark://127.", "spark://localhost")
+
+
+def hadoop_s3a_conf(cfg: Config) -> dict[str, str]:
+    """Hadoop settings that point s3a at the configured S3 service (MinIO by default)."""
+    key, secret = cfg.s3_credentials()
+    endpoint = cfg.s3_endpoint
+    return {
+        "fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "fs.s3a.endpoint": endpoint,
+        "fs.s3a.endpoint.region": cfg.s3.region,
+        "fs.s3a.path.style.access": str(cfg.s3.path_style).lower(),
+        "fs.s3a.connection.ssl.enabled": str(endpoint.startswith("https")).lower(),
+        "fs.s3a.aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+        "fs.s3a.access.key": key,
+        "fs.s3a.secret.key": secret,
+        # Plain file output is committed by the S3A magic committer (no rename on S3).
+        "fs.s3a.committer.name": "magic",
+        "fs.s3a.committer.magic.enabled": "true",
+        "mapreduce.outputcommitter.factory.scheme.s3a":
+            "org.apache.hadoop.fs.s3a.commit.S3ACommitterFactory",
+        "fs.s3a.connection.maximum": "64",
+        "fs.s3a.threads.max": "32",
+        "fs.s3a.fast.upload.buffer": "bytebuffer",
+    }
+
+
+def spark_conf(
+    cfg: Config,
+    *,
+    installed: Installed | None = None,
+    app_name: str | None = None,
+    master: str | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Everything dlpipe sets on a new session, as plain strings."""
+    installed = installed or locate()
+    master = master or cfg.spark_master
+    conf = {
+        "spark.master": master,
+        "spark.app.name": app_name or cfg.spark.app_name,
+        "spark.jars": ",".join(str(p) for p in installed.spark_jar_paths()),
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.redaction.regex": REDACTION_REGEX,
+        "spark.sql.redaction.string.regex": REDACTION_REGEX,
+        # Executors' Python and its Keras flavour must match the driver's (see README).
+        "spark.pyspark.python": sys.executable,
+        "spark.executorEnv.TF_USE_LEGACY_KERAS": "1",
+        **{f"spark.hadoop.{k}": v for k, v in hadoop_s3a_conf(cfg).items()},
+    }
+    if master.startswith(_LOOPBACK_PREFIXES):
+        # The local stack listens on loopback only; keep the driver there too.
+        conf["spark.driver.host"] = cfg.stack.host
+        conf["spark.driver.bindAddress"] = cfg.stack.host
+    conf.update(cfg.spark.conf)
+    conf.update(extra or {})
+    return conf
+
+
+def get_spark(
+    cfg: Config,
+    *,
+    app_name: str | None = None,
+    master: str | None = None,
+    extra_conf: Mapping[str, str] | None = None,
+    spark: SparkSession | None = None,
+) -> SparkSession:
+    """The session for a dlpipe job: ``spark`` or the active one if any, else a new one.
+
+    A new session takes dlpipe's conf for every key the launcher (``spark-submit --conf``,
+    ``PYSPARK_SUBMIT_ARGS``) did not already set.
+    """
+    from pyspark.sql import SparkSession
+
+    existing = spark or SparkSession.getActiveSession()
+    if existing is not None:
+        _fill_s3a(existing, cfg)
+        return existing
+    installed = require_installed()
+    # A driver started from Python picks its workers' interpreter from PYSPARK_PYTHON (the
+    # conf key only reaches spark-submit's launcher), and TF in the workers needs tf-keras.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    wanted = spark_conf(cfg, installed=installed, app_name=app_name, master=master,
+                        extra=extra_conf)
+    given = _launcher_conf()
+    builder = SparkSession.builder
+    for key, value in wanted.items():
+        if key == "spark.jars" and given.get(key):
+            value = f"{given[key]},{value}"
+        elif key in given:
+            continue
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    _check_connectors(session)
+    return session
+
+
+def _launcher_conf() -> dict[str, str]:
+    """What ``spark-submit`` passed to this driver; empty when plain Python runs it."""
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return {}
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()
+    return dict(SparkConf().getAll())
+
+
+def _fill_s3a(spark: SparkSession, cfg: Config) -> None:
+    """Point an existing session's s3a at our S3 service unless it already has an endpoint."""
+    hconf = spark.sparkContext._jsc.hadoopConfiguration()
+    if hconf.get("fs.s3a.endpoint"):
+        return
+    for key, value in hadoop_s3a_conf(cfg).items():
+        hconf.set(key, value)
+    _check_connectors(spark)
+
+
+def _check_connectors(spark: SparkSession) -> None:
+    jvm = spark.sparkContext._jvm
+    loader = jvm.Thread.currentThread().getContextClassLoader()
+    for cls, what in [
+        ("org.apache.hadoop.fs.s3a.S3AFileSystem", "hadoop-aws"),
+        ("io.delta.sql.DeltaSparkSessionExtension", "delta-spark"),
+    ]:
+        try:
+            jvm.java.lang.Class.forName(cls, False, loader)
+        except Exception as exc:
+            raise MissingToolError(
+                f"{what} is not on this Spark session's classpath ({cls} not found)",
+                fix="start Spark through dlpipe, or pass the jars: "
+                "spark-submit --jars \"$(dlpipe jars)\" ...",
+            ) from exc

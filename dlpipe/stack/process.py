@@ -1,0 +1,178 @@
+"""Start, watch and stop one local service process with a pid file and a log.
+
+A service is up only when its health check passes, not when its process exists: the
+check speaks the service's own protocol (S3 health endpoint, Kafka metadata request,
+Spark master JSON), so "healthy" means a client would get an answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dlpipe.errors import ServiceError
+
+
+@dataclass
+class Service:
+    name: str
+    argv: Sequence[str]
+    log: Path
+    pid_file: Path
+    ports: Sequence[int]
+    healthy: Callable[[], bool]
+    host: str = "127.0.0.1"
+    env: Mapping[str, str] = field(default_factory=dict)
+    # Runs just before the process starts (write config files, format storage); what it
+    # returns is added to the environment, so secrets are read only when needed.
+    prepare: Callable[[], Mapping[str, str] | None] | None = None
+
+    # -- state -----------------------------------------------------------------------
+    def pid(self) -> int | None:
+        """The pid from the pid file if that process is still alive."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def is_healthy(self) -> bool:
+        try:
+            return bool(self.healthy())
+        except Exception:
+            return False
+
+    def status(self) -> str:
+        pid = self.pid()
+        if pid is None:
+            return "stopped"
+        return "healthy" if self.is_healthy() else "running, not healthy"
+
+    # -- transitions -----------------------------------------------------------------
+    def start(self, timeout_s: float) -> bool:
+        """Start unless already healthy; returns True when this call started it."""
+        if self.pid() is not None:
+            if wait_until(self.is_healthy, timeout_s):
+                return False
+            raise ServiceError(
+                f"{self.name} (pid {self.pid()}) is running but not healthy after {timeout_s:.0f}s;"
+                f" see {self.log}",
+                fix="dlpipe stack down && dlpipe stack up",
+            )
+        for port in self.ports:
+            if port_in_use(self.host, port):
+                raise ServiceError(
+                    f"cannot start {self.name}: port {self.host}:{port} is already in use by"
+                    " another process",
+                    fix="stop that process, change the port in conf/pipeline.yaml (stack.*),"
+                    " or run `dlpipe stack up --free-ports`",
+                )
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        extra_env = (self.prepare() if self.prepare else None) or {}
+        with open(self.log, "ab") as log:
+            proc = subprocess.Popen(
+                list(self.argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env, **extra_env}, start_new_session=True,
+            )
+        self.pid_file.write_text(f"{proc.pid}\n")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                self.pid_file.unlink(missing_ok=True)
+                raise ServiceError(
+                    f"{self.name} exited with code {proc.returncode} during start-up:\n"
+                    f"{tail(self.log)}",
+                    fix=f"read {self.log}",
+                )
+            if self.is_healthy():
+                return True
+            time.sleep(0.3)
+        self.stop(timeout_s=5)
+        raise ServiceError(
+            f"{self.name} did not become healthy within {timeout_s:.0f}s:\n{tail(self.log)}",
+            fix=f"read {self.log}; raise stack.startup_timeout_s if the machine is slow",
+        )
+
+    def stop(self, timeout_s: float) -> bool:
+        """SIGTERM the process group, wait, then SIGKILL; returns True if it was running."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        _signal_group(pid, signal.SIGTERM)
+        if not wait_until(lambda: not _alive(pid), timeout_s):
+            _signal_group(pid, signal.SIGKILL)
+            wait_until(lambda: not _alive(pid), 10)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as gone.
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.3) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval_s)
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports that nothing listens on right now."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return f"(no log at {path})"

@@ -1,0 +1,68 @@
+"""Create the buckets and topics the config names; safe to run again."""
+
+from __future__ import annotations
+
+from dlpipe.config import Config
+from dlpipe.errors import ServiceError
+
+
+def ensure_buckets(cfg: Config) -> list[str]:
+    """Create missing buckets; returns the ones it created."""
+    from botocore.exceptions import ClientError
+
+    from dlpipe.s3 import s3_client
+
+    client = s3_client(cfg)
+    existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    created = []
+    for name in cfg.buckets.names():
+        if name in existing:
+            continue
+        try:
+            client.create_bucket(Bucket=name)
+        except ClientError as exc:
+            code = exc.response["Error"]["Code"]
+            if code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                raise
+        created.append(name)
+    return created
+
+
+def ensure_topics(cfg: Config) -> list[str]:
+    """Create missing topics with their configured partitions; returns the ones created."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap_servers})
+    existing = set(admin.list_topics(timeout=10).topics)
+    wanted = [t for t in cfg.kafka.topics.values() if t.name not in existing]
+    if not wanted:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(t.name, num_partitions=t.partitions, replication_factor=1) for t in wanted]
+    )
+    for name, fut in futures.items():
+        try:
+            fut.result(timeout=30)
+        except Exception as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise ServiceError(f"could not create Kafka topic {name}: {exc}") from exc
+    return [t.name for t in wanted]
+
+
+def require_topic(cfg: Config, name: str) -> None:
+    """Fail at once, naming the fix, instead of after Kafka's 60 s metadata timeout."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap_servers})
+    try:
+        topics = admin.list_topics(timeout=10).topics
+    except Exception as exc:
+        raise ServiceError(
+            f"Kafka at {cfg.kafka_bootstrap_servers} did not answer: {exc}",
+            fix="dlpipe stack up  (or set DLPIPE_KAFKA_BOOTSTRAP_SERVERS)",
+        ) from exc
+    if name not in topics:
+        raise ServiceError(
+            f"Kafka topic {name!r} does not exist at {cfg.kafka_bootstrap_servers}",
+            fix="dlpipe stack up  (creates the topics named in conf/pipeline.yaml)",
+        )

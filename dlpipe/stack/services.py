@@ -1,0 +1,214 @@
+"""The local services: a Kafka broker (KRaft), a MinIO server and a Spark standalone cluster.
+
+Each function returns a ``Service`` that knows how to run and health-check the real
+program; nothing here is a fake. Files for each service live under the stack's state dir.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+import uuid
+from pathlib import Path
+
+from dlpipe.config import Config
+from dlpipe.errors import MissingToolError
+from dlpipe.install import Installed
+from dlpipe.stack.process import Service
+
+
+def java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    path = Path(home, "bin", "java") if home else shutil.which("java")
+    if not path or not Path(path).exists():
+        raise MissingToolError(
+            "java is not installed (Kafka and Spark need Java 17 or 21)",
+            fix="apt-get install -y openjdk-17-jre-headless, or set JAVA_HOME",
+        )
+    return str(path)
+
+
+def _http_ok(url: str, timeout: float = 2.0) -> bytes | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.read() if resp.status == 200 else None
+    except OSError:
+        return None
+
+
+# -- Kafka ----------------------------------------------------------------------------
+
+KAFKA_LOG4J2 = """\
+Configuration:
+  Appenders:
+    Console:
+      name: STDOUT
+      PatternLayout:
+        pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Root:
+      level: INFO
+      AppenderRef:
+        - ref: STDOUT
+    Logger:
+      - name: kafka
+        level: WARN
+      - name: org.apache.kafka
+        level: WARN
+      - name: kafka.server.KafkaRaftServer
+        level: INFO
+"""
+
+
+def kafka_properties(cfg: Config, data_dir: Path) -> str:
+    host, k = cfg.stack.host, cfg.stack.kafka
+    return "\n".join([
+        "process.roles=broker,controller",
+        "node.id=1",
+        f"controller.quorum.bootstrap.servers={host}:{k.controller_port}",
+        f"listeners=PLAINTEXT://{host}:{k.port},CONTROLLER://{host}:{k.controller_port}",
+        f"advertised.listeners=PLAINTEXT://{host}:{k.port}",
+        "controller.listener.names=CONTROLLER",
+        "inter.broker.listener.name=PLAINTEXT",
+        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        f"log.dirs={data_dir}",
+        "num.partitions=1",
+        # A single node: every internal topic has one replica, and idempotent and
+        # transactional producers (acks=all) work because min.insync.replicas is 1.
+        "offsets.topic.replication.factor=1",
+        "transaction.state.log.replication.factor=1",
+        "transaction.state.log.min.isr=1",
+        "share.coordinator.state.topic.replication.factor=1",
+        "share.coordinator.state.topic.min.isr=1",
+        "group.initial.rebalance.delay.ms=0",
+        "auto.create.topics.enable=false",
+        "",
+    ])
+
+
+def kafka_service(cfg: Config, installed: Installed) -> Service:
+    home = cfg.stack.state_dir / "kafka"
+    data = home / "data"
+    props = home / "server.properties"
+    log4j = home / "log4j2.yaml"
+    classpath = f"{installed.kafka_libs}/*"
+    jvm = [
+        java(), f"-Xmx{cfg.stack.kafka.heap}", f"-Xms{cfg.stack.kafka.heap}",
+        "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath,
+    ]
+
+    def prepare() -> None:
+        props.parent.mkdir(parents=True, exist_ok=True)
+        props.write_text(kafka_properties(cfg, data))
+        log4j.write_text(KAFKA_LOG4J2)
+        if not (data / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            subprocess.run(
+                [*jvm, "kafka.tools.StorageTool", "format", "--standalone",
+                 "-t", cluster_id, "-c", str(props)],
+                check=True, capture_output=True, text=True,
+            )
+
+    def healthy() -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({
+            "bootstrap.servers": f"{cfg.stack.host}:{cfg.stack.kafka.port}",
+            "socket.timeout.ms": 2000, "log_level": 0,
+        })
+        md = admin.list_topics(timeout=2)
+        return bool(md.brokers)
+
+    return Service(
+        name="kafka", argv=[*jvm, "kafka.Kafka", str(props)], log=home / "kafka.log",
+        pid_file=home / "kafka.pid", ports=[cfg.stack.kafka.port, cfg.stack.kafka.controller_port],
+        healthy=healthy, host=cfg.stack.host, prepare=prepare,
+    )
+
+
+# -- MinIO ----------------------------------------------------------------------------
+
+def minio_service(cfg: Config, installed: Installed) -> Service:
+    home = cfg.stack.state_dir / "minio"
+    host, m = cfg.stack.host, cfg.stack.minio
+
+    def healthy() -> bool:
+        return _http_ok(f"http://{host}:{m.port}/minio/health/live") is not None
+
+    def prepare() -> dict[str, str]:
+        (home / "data").mkdir(parents=True, exist_ok=True)
+        key, secret = cfg.s3_credentials()
+        return {"MINIO_ROOT_USER": key, "MINIO_ROOT_PASSWORD": secret}
+
+    return Service(
+        name="minio",
+        argv=[str(installed.minio_bin), "server", "--quiet", "--address", f"{host}:{m.port}",
+              "--console-address", f"{host}:{m.console_port}", str(home / "data")],
+        log=home / "minio.log", pid_file=home / "minio.pid", ports=[m.port, m.console_port],
+        healthy=healthy, host=host, env={"MINIO_UPDATE": "off"}, prepare=prepare,
+    )
+
+
+# -- Spark standalone cluster ---------------------------------------------------------
+
+def _spark_class() -> str:
+    import pyspark
+
+    return str(Path(pyspark.__file__).parent / "bin" / "spark-class")
+
+
+def _spark_env() -> dict[str, str]:
+    return {
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYSPARK_PYTHON": sys.executable,
+        "TF_USE_LEGACY_KERAS": "1",
+        "SPARK_DAEMON_MEMORY": "512m",
+    }
+
+
+def spark_master_status(cfg: Config) -> dict | None:
+    body = _http_ok(f"http://{cfg.stack.host}:{cfg.stack.spark_cluster.master_ui_port}/json/")
+    return json.loads(body) if body else None
+
+
+def spark_cluster_services(cfg: Config) -> list[Service]:
+    home = cfg.stack.state_dir / "spark"
+    host, c = cfg.stack.host, cfg.stack.spark_cluster
+
+    def master_healthy() -> bool:
+        st = spark_master_status(cfg)
+        return bool(st) and st.get("status") == "ALIVE"
+
+    master = Service(
+        name="spark-master",
+        argv=[_spark_class(), "org.apache.spark.deploy.master.Master", "--host", host,
+              "--port", str(c.master_port), "--webui-port", str(c.master_ui_port)],
+        log=home / "master.log", pid_file=home / "master.pid",
+        ports=[c.master_port, c.master_ui_port], healthy=master_healthy, host=host,
+        env=_spark_env(), prepare=lambda: home.mkdir(parents=True, exist_ok=True),
+    )
+    services = [master]
+    for i in range(1, c.workers + 1):
+        work = home / f"worker-{i}"
+
+        def worker_healthy(n: int = i) -> bool:
+            st = spark_master_status(cfg) or {}
+            alive = [w for w in st.get("workers", []) if w.get("state") == "ALIVE"]
+            return len(alive) >= n
+
+        services.append(Service(
+            name=f"spark-worker-{i}",
+            argv=[_spark_class(), "org.apache.spark.deploy.worker.Worker", "--host", host,
+                  "--cores", str(c.worker_cores), "--memory", c.worker_memory,
+                  "--webui-port", "0", "--work-dir", str(work), f"spark://{host}:{c.master_port}"],
+            log=home / f"worker-{i}.log", pid_file=home / f"worker-{i}.pid", ports=[],
+            healthy=worker_healthy, host=host, env=_spark_env(),
+            prepare=lambda w=work: w.mkdir(parents=True, exist_ok=True),
+        ))
+    return services

@@ -29,6 +29,9 @@ ENV_ALIASES: dict[str, str] = {
     "DLPIPE_SPARK_MASTER": "spark.master",
     "DLPIPE_STATE_DIR": "stack.state_dir",
 }
+# Mappings whose keys contain dots themselves: `--set spark.conf.spark.sql.x=1` sets key
+# "spark.sql.x" of spark.conf.
+FREEFORM_MAPPINGS = ("spark.conf",)
 RUNTIME_FILE = "stack.json"
 CREDENTIALS_FILE = "minio-credentials.json"
 
@@ -240,6 +243,9 @@ def _apply(raw: dict[str, Any], flat: Mapping[str, Any]) -> None:
     for dotted, value in flat.items():
         node = raw
         *parents, leaf = dotted.split(".")
+        for mapping in FREEFORM_MAPPINGS:
+            if dotted.startswith(mapping + "."):
+                parents, leaf = mapping.split("."), dotted[len(mapping) + 1:]
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from dlpipe.config import CREDENTIALS_FILE, RUNTIME_FILE, Config, with_overrides
@@ -110,3 +112,17 @@ def ensure_local_credentials(cfg: Config) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(creds, fh)
+
+
+@contextmanager
+def running_stack(cfg: Config, *, cluster: bool = False, use_free_ports: bool = True) -> Iterator[Stack]:
+    """The stack of ``cfg``'s state dir: reused if healthy, else started and stopped after."""
+    existing = Stack.from_config(cfg)
+    if existing.healthy(cluster=cluster):
+        yield existing.up(cluster=cluster)  # re-provisions buckets and topics, starts nothing
+        return
+    started = existing.up(cluster=cluster, use_free_ports=use_free_ports)
+    try:
+        yield started
+    finally:
+        started.down()

@@ -1,0 +1,39 @@
+# The README's two commands are `make demo` and `make test`; both set up what they need.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export TF_USE_LEGACY_KERAS := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup demo test test-unit lint bench stack-up stack-down clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+setup:  ## install the venv, Kafka, MinIO and the Spark jars (idempotent)
+	@scripts/bootstrap.sh
+
+demo: setup  ## start the local stack and run the pipeline end to end
+	$(VENV)/bin/dlpipe demo
+
+test: setup lint  ## lint, then every test against the real local stack
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup  ## only the tests that need no services
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+lint: setup  ## ruff
+	$(VENV)/bin/ruff check .
+
+bench: setup  ## run every benchmark in bench/, write bench/results/
+	$(PY) -m bench
+
+stack-up: setup  ## start Kafka + MinIO + a Spark standalone cluster
+	$(VENV)/bin/dlpipe stack up --cluster
+
+stack-down:  ## stop the local stack
+	$(VENV)/bin/dlpipe stack down
+
+clean:  ## remove the venv and the local stack's state (downloads in ~/.cache/dlpipe stay)
+	-$(VENV)/bin/dlpipe stack down
+	rm -rf $(VENV) .dlpipe

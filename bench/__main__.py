@@ -1,0 +1,48 @@
+"""``make bench`` / ``python -m bench``: run every bench/bench_*.py and write the reports."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.harness import Context, Result, write_reports
+from dlpipe.config import load_config
+from dlpipe.progress import say, step
+from dlpipe.stack.stack import running_stack
+
+HERE = Path(__file__).resolve().parent
+
+
+def discover() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules([str(HERE)]) if m.name.startswith("bench_"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all of {discover()})")
+    parser.add_argument("--quick", action="store_true", help="smaller inputs, fewer repeats")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="report folder")
+    args = parser.parse_args(argv)
+    names = args.names or discover()
+    unknown = set(names) - set(discover())
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    cfg = load_config(overrides={"stack.state_dir": str(HERE.parent / ".dlpipe" / "bench-stack")})
+    results: list[Result] = []
+    with running_stack(cfg) as stack, tempfile.TemporaryDirectory() as tmp:
+        ctx = Context(cfg=stack.cfg, work_dir=Path(tmp), quick=args.quick)
+        for name in names:
+            with step(f"benchmark {name}"):
+                results.extend(importlib.import_module(f"bench.{name}").run(ctx))
+    json_path, md_path = write_reports(results, args.out)
+    print(md_path.read_text())
+    say(f"results: {json_path} and {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dlpipe.config import CREDENTIALS_FILE, RUNTIME_FILE, load_config, with_overrides
+from dlpipe.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+YAML = ROOT / "conf" / "pipeline.yaml"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the shipped config in a throwaway project root."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "pipeline.yaml").write_text(YAML.read_text())
+    return tmp_path / "conf" / "pipeline.yaml"
+
+
+def test_shipped_config_loads_with_local_defaults(project: Path) -> None:
+    cfg = load_config(project, environ={})
+    assert cfg.stack.state_dir == project.parent.parent / ".dlpipe" / "stack"
+    assert cfg.s3_endpoint == "http://127.0.0.1:9000"
+    assert cfg.kafka_bootstrap_servers == "127.0.0.1:9092"
+    assert cfg.spark_master == "local[*]"
+    assert cfg.kafka.topics["raw"].partitions == 2
+
+
+def test_precedence_file_then_running_stack_then_env_then_cli(project: Path) -> None:
+    state = project.parent.parent / ".dlpipe" / "stack"
+    state.mkdir(parents=True)
+    (state / RUNTIME_FILE).write_text(json.dumps({"kafka": {"port": 1111}, "minio": {"port": 2222}}))
+    cfg = load_config(project, environ={})
+    assert (cfg.stack.kafka.port, cfg.stack.minio.port) == (1111, 2222)
+    assert cfg.s3_endpoint == "http://127.0.0.1:2222"
+
+    env = {"DLPIPE_S3_ENDPOINT": "http://minio.svc:9000", "DLPIPE__STACK__KAFKA__PORT": "3333"}
+    cfg = load_config(project, environ=env)
+    assert cfg.s3_endpoint == "http://minio.svc:9000"
+    assert cfg.stack.kafka.port == 3333
+
+    cfg = load_config(project, environ=env, overrides=["stack.kafka.port=4444", "spark.master=cluster"])
+    assert cfg.stack.kafka.port == 4444
+    assert cfg.spark_master == f"spark://127.0.0.1:{cfg.stack.spark_cluster.master_port}"
+
+
+def test_spark_conf_keys_keep_their_dots(project: Path) -> None:
+    env = {"DLPIPE__SPARK__CONF__SPARK__SQL__ADAPTIVE__ENABLED": "false"}
+    cfg = load_config(project, environ=env, overrides=["spark.conf.spark.executor.memory=3g"])
+    assert cfg.spark.conf["spark.executor.memory"] == "3g"
+    assert cfg.spark.conf["spark.sql.adaptive.enabled"] == "false"
+    assert cfg.spark.conf["spark.sql.shuffle.partitions"] == "8"
+
+
+def test_state_dir_from_env_finds_that_stacks_ports(project: Path, tmp_path: Path) -> None:
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / RUNTIME_FILE).write_text(json.dumps({"minio": {"port": 5555}}))
+    cfg = load_config(project, environ={"DLPIPE_STATE_DIR": str(other)})
+    assert cfg.stack.state_dir == other
+    assert cfg.stack.minio.port == 5555
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("stack.kafka.port=not-a-port", "stack.kafka.port must be an integer, got 'not-a-port'"),
+    ("s3.bogus=1", "unknown config key s3.bogus"),
+    ("s3.path_style=maybe", "s3.path_style must be true or false"),
+    ("kafka.topics.raw.partitions=[1]", "kafka.topics.raw.partitions must be an integer"),
+])
+def test_bad_values_name_the_key(project: Path, override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        load_config(project, environ={}, overrides=[override])
+
+
+def test_missing_required_key_is_named(project: Path) -> None:
+    project.write_text(project.read_text().replace("  quarantine: s3a://dlpipe-lake/tables/quarantine\n", ""))
+    with pytest.raises(ConfigError, match="missing config key tables.quarantine"):
+        load_config(project, environ={})
+
+
+def test_set_flag_needs_key_and_value(project: Path) -> None:
+    with pytest.raises(ConfigError, match="--set takes key.path=value"):
+        load_config(project, environ={}, overrides=["spark.master"])
+
+
+def test_credentials_come_from_env_first_then_the_local_stack_file(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = load_config(project, environ={})
+    monkeypatch.delenv(cfg.s3.access_key_env, raising=False)
+    monkeypatch.delenv(cfg.s3.secret_key_env, raising=False)
+    with pytest.raises(ConfigError) as err:
+        cfg.s3_credentials()
+    assert "DLPIPE_S3_ACCESS_KEY" in str(err.value) and "dlpipe stack up" in str(err.value)
+
+    cfg.stack.state_dir.mkdir(parents=True)
+    (cfg.stack.state_dir / CREDENTIALS_FILE).write_text(json.dumps({"access_key": "f", "secret_key": "s"}))
+    assert cfg.s3_credentials() == ("f", "s")
+    monkeypatch.setenv(cfg.s3.access_key_env, "env-key")
+    monkeypatch.setenv(cfg.s3.secret_key_env, "env-secret")
+    assert cfg.s3_credentials() == ("env-key", "env-secret")
+
+
+def test_with_overrides_returns_a_validated_copy(project: Path) -> None:
+    cfg = load_config(project, environ={})
+    moved = with_overrides(cfg, {"stack.minio.port": 9100})
+    assert moved.s3_endpoint == "http://127.0.0.1:9100"
+    assert cfg.s3_endpoint == "http://127.0.0.1:9000"
+    with pytest.raises(ConfigError, match="stack.minio.port"):
+        with_overrides(cfg, {"stack.minio.port": "x"})

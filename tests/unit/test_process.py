@@ -1,0 +1,93 @@
+"""The process supervisor, on real child processes (a Python HTTP server and a stubborn sleeper)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from dlpipe.errors import ServiceError
+from dlpipe.stack.process import Service, free_ports
+
+
+def _http_ok(port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as resp:
+        return resp.status == 200
+
+
+def http_service(tmp_path: Path, port: int) -> Service:
+    return Service(
+        name="http",
+        argv=[sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+              "--directory", str(tmp_path)],
+        log=tmp_path / "http.log", pid_file=tmp_path / "http.pid", ports=[port],
+        healthy=lambda: _http_ok(port),
+    )
+
+
+def test_start_waits_for_health_reuses_and_stops(tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    svc = http_service(tmp_path, port)
+    assert svc.status() == "stopped"
+    assert svc.start(timeout_s=20) is True
+    assert svc.status() == "healthy" and _http_ok(port)
+    pid = svc.pid()
+    assert svc.start(timeout_s=5) is False, "a healthy service is reused, not started twice"
+    assert svc.pid() == pid
+    assert svc.stop(timeout_s=5) is True
+    assert svc.status() == "stopped" and not svc.pid_file.exists()
+    with pytest.raises(OSError):
+        _http_ok(port)
+
+
+def test_port_taken_names_the_port_and_the_fix(tmp_path: Path) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        with pytest.raises(ServiceError) as err:
+            http_service(tmp_path, port).start(timeout_s=5)
+    assert f"127.0.0.1:{port} is already in use" in str(err.value)
+    assert "--free-ports" in str(err.value)
+
+
+def test_process_that_dies_at_start_reports_its_log(tmp_path: Path) -> None:
+    svc = Service(
+        name="broken", argv=[sys.executable, "-c", "import sys; print('bad flag --x'); sys.exit(3)"],
+        log=tmp_path / "b.log", pid_file=tmp_path / "b.pid", ports=[], healthy=lambda: False,
+    )
+    with pytest.raises(ServiceError, match=r"(?s)exited with code 3.*bad flag --x"):
+        svc.start(timeout_s=10)
+    assert not svc.pid_file.exists()
+
+
+def test_stop_kills_what_ignores_sigterm(tmp_path: Path) -> None:
+    script = tmp_path / "stubborn.py"
+    script.write_text(textwrap.dedent("""
+        import signal, time
+        signal.signal(signal.SIGTERM, lambda *a: None)
+        print("ready", flush=True)
+        while True:
+            time.sleep(1)
+    """))
+    log = tmp_path / "s.log"
+    svc = Service(name="stubborn", argv=[sys.executable, str(script)], log=log,
+                  pid_file=tmp_path / "s.pid", ports=[], healthy=lambda: "ready" in log.read_text())
+    svc.start(timeout_s=10)
+    started = time.monotonic()
+    assert svc.stop(timeout_s=1.0) is True
+    assert svc.pid() is None
+    assert time.monotonic() - started < 8
+
+
+def test_unhealthy_start_times_out_and_cleans_up(tmp_path: Path) -> None:
+    svc = Service(name="mute", argv=[sys.executable, "-c", "import time; time.sleep(60)"],
+                  log=tmp_path / "m.log", pid_file=tmp_path / "m.pid", ports=[], healthy=lambda: False)
+    with pytest.raises(ServiceError, match="did not become healthy within 1s"):
+        svc.start(timeout_s=1)
+    assert svc.pid() is None

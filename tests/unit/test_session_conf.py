@@ -1,0 +1,71 @@
+"""The session conf is a pure function: checked here without starting a JVM."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from dlpipe.config import load_config
+from dlpipe.install import Installed
+from dlpipe.session import REDACTION_REGEX, spark_conf
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def cfg(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DLPIPE_S3_ACCESS_KEY", "AKIA-test-key")
+    monkeypatch.setenv("DLPIPE_S3_SECRET_KEY", "test-secret-value")
+    return load_config(ROOT / "conf" / "pipeline.yaml",
+                       overrides={"stack.minio.port": 9123, "spark.conf.spark.sql.shuffle.partitions": "3"})
+
+
+@pytest.fixture
+def installed(tmp_path: Path) -> Installed:
+    jars = tmp_path / "jars"
+    jars.mkdir()
+    for name in ("hadoop-aws-3.5.0.jar", "delta-spark_4.2_2.13-4.4.0.jar"):
+        (jars / name).write_bytes(b"")
+    return Installed(kafka_libs=tmp_path / "k", minio_bin=tmp_path / "m", spark_jars=jars)
+
+
+def test_s3a_points_at_the_configured_minio(cfg, installed) -> None:
+    conf = spark_conf(cfg, installed=installed)
+    assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9123"
+    assert conf["spark.hadoop.fs.s3a.path.style.access"] == "true"
+    assert conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "false"
+    assert conf["spark.hadoop.fs.s3a.committer.name"] == "magic"
+    assert conf["spark.hadoop.mapreduce.outputcommitter.factory.scheme.s3a"].endswith("S3ACommitterFactory")
+
+
+def test_delta_and_jars_are_configured(cfg, installed) -> None:
+    conf = spark_conf(cfg, installed=installed)
+    assert conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+    assert conf["spark.sql.catalog.spark_catalog"] == "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+    assert sorted(Path(p).name for p in conf["spark.jars"].split(",")) == [
+        "delta-spark_4.2_2.13-4.4.0.jar", "hadoop-aws-3.5.0.jar"]
+
+
+def test_every_credential_key_is_redacted(cfg, installed) -> None:
+    conf = spark_conf(cfg, installed=installed)
+    secret_keys = [k for k, v in conf.items() if v in ("AKIA-test-key", "test-secret-value")]
+    assert sorted(secret_keys) == ["spark.hadoop.fs.s3a.access.key", "spark.hadoop.fs.s3a.secret.key"]
+    pattern = re.compile(REDACTION_REGEX)
+    assert all(pattern.search(k) for k in secret_keys)
+    assert conf["spark.redaction.regex"] == REDACTION_REGEX
+    assert not pattern.search("spark.hadoop.fs.s3a.endpoint")
+
+
+def test_config_and_caller_settings_win(cfg, installed) -> None:
+    conf = spark_conf(cfg, installed=installed, master="local[2]", extra={"spark.ui.enabled": "false"})
+    assert conf["spark.sql.shuffle.partitions"] == "3"
+    assert conf["spark.ui.enabled"] == "false"
+    assert conf["spark.master"] == "local[2]"
+    assert conf["spark.driver.host"] == "127.0.0.1"
+
+
+def test_remote_master_does_not_pin_the_driver_to_loopback(cfg, installed) -> None:
+    conf = spark_conf(cfg, installed=installed, master="k8s://https://kubernetes.default.svc")
+    assert "spark.driver.host" not in conf

@@ -47,6 +47,7 @@ def test_spark_submit_runs_a_job_on_the_standalone_cluster(cluster, test_env) ->
     assert result["kafka"]["messages"] == 100
     key, secret = cfg.s3_credentials()
     assert secret not in out.stdout + out.stderr
+    assert key not in out.stdout + out.stderr
     apps = spark_master_status(cfg)["completedapps"]
     ran = [a for a in apps if a["name"] == name]
     assert ran and ran[-1]["state"] == "FINISHED"

@@ -11,8 +11,8 @@ from dlpipe import cli
 
 def _all_parsers(parser: argparse.ArgumentParser, path=()):
     yield path, parser
-    for action in parser._actions:  # noqa: SLF001 - argparse has no public walk
-        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 yield from _all_parsers(sub, (*path, name))
 

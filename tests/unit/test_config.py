@@ -77,12 +77,12 @@ def test_bad_values_name_the_key(project: Path, override: str, message: str) -> 
 
 def test_missing_required_key_is_named(project: Path) -> None:
     project.write_text(project.read_text().replace("  quarantine: s3a://dlpipe-lake/tables/quarantine\n", ""))
-    with pytest.raises(ConfigError, match="missing config key tables.quarantine"):
+    with pytest.raises(ConfigError, match=r"missing config key tables\.quarantine"):
         load_config(project, environ={})
 
 
 def test_set_flag_needs_key_and_value(project: Path) -> None:
-    with pytest.raises(ConfigError, match="--set takes key.path=value"):
+    with pytest.raises(ConfigError, match=r"--set takes key\.path=value"):
         load_config(project, environ={}, overrides=["spark.master"])
 
 
@@ -109,5 +109,5 @@ def test_with_overrides_returns_a_validated_copy(project: Path) -> None:
     moved = with_overrides(cfg, {"stack.minio.port": 9100})
     assert moved.s3_endpoint == "http://127.0.0.1:9100"
     assert cfg.s3_endpoint == "http://127.0.0.1:9000"
-    with pytest.raises(ConfigError, match="stack.minio.port"):
+    with pytest.raises(ConfigError, match=r"stack\.minio\.port"):
         with_overrides(cfg, {"stack.minio.port": "x"})

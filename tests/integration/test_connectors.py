@@ -75,3 +75,12 @@ def test_spark_tensorflow_distributor_trains_on_two_workers(spark) -> None:
     assert result["replicas_in_sync"] == 2
     assert result["keras_module"] == "tf_keras"
     assert result["final_accuracy"] > 0.8
+
+
+def test_jobs_reuse_an_existing_session_as_in_a_notebook(spark, cfg) -> None:
+    from dlpipe.session import get_spark
+
+    assert get_spark(cfg) is spark
+    assert get_spark(cfg, spark=spark) is spark
+    hconf = spark.sparkContext._jsc.hadoopConfiguration()
+    assert hconf.get("fs.s3a.endpoint") == cfg.s3_endpoint

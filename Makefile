@@ -20,7 +20,7 @@ test: setup lint  ## lint, then every test against the real local stack
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup  ## only the tests that need no services
-	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not integration and not spark" $(PYTEST_ARGS)
 
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check .

@@ -31,7 +31,7 @@ ENV_ALIASES: dict[str, str] = {
 }
 # Mappings whose keys contain dots themselves: `--set spark.conf.spark.sql.x=1` sets key
 # "spark.sql.x" of spark.conf.
-FREEFORM_MAPPINGS = ("spark.conf",)
+FREEFORM_MAPPINGS = ("spark.conf", "ingest.rules.filters", "ingest.rules.derived")
 RUNTIME_FILE = "stack.json"
 CREDENTIALS_FILE = "minio-credentials.json"
 
@@ -105,6 +105,45 @@ class KafkaConfig:
 class TablesConfig:
     clean: str
     quarantine: str
+    ingest_batches: str
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    target_height: int
+    target_width: int
+    target_channels: int
+    formats: list[str] = field(default_factory=lambda: ["PNG", "JPEG"])
+    max_pixels: int = 16_777_216
+    max_bytes: int = 8_388_608
+
+
+@dataclass(frozen=True)
+class SchemaVersionConfig:
+    renamed: dict[str, str] = field(default_factory=dict)
+    added: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    filters: dict[str, str] = field(default_factory=dict)
+    derived: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    query_name: str
+    checkpoint: str
+    classes: list[str]
+    image: ImageConfig
+    schema_versions: dict[str, SchemaVersionConfig]
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    trigger_interval: str = "10 seconds"
+    max_offsets_per_trigger: int = 5000
+    starting_offsets: str = "earliest"
+    watermark_delay_s: int = 3600
+    max_event_age_days: int = 3650
+    max_clock_skew_s: int = 300
 
 
 @dataclass(frozen=True)
@@ -122,6 +161,7 @@ class Config:
     kafka: KafkaConfig
     tables: TablesConfig
     spark: SparkConfig
+    ingest: IngestConfig
     source: Path = Path("conf/pipeline.yaml")
 
     # -- endpoints of the local stack unless the config names others --------------------
@@ -268,6 +308,8 @@ def _to_raw(obj: Any) -> Any:
         return {f.name: _to_raw(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):
         return {k: _to_raw(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_raw(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     return obj
@@ -298,6 +340,11 @@ def _build(tp: Any, value: Any, key: str) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _build(inner, value, key)
+    if origin is list:
+        (itype,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{name} must be a list, got {type(value).__name__}")
+        return [_build(itype, v, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         _, vtype = typing.get_args(tp)
         if not isinstance(value, Mapping):

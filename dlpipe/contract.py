@@ -1,0 +1,76 @@
+"""The record contract: raw Kafka value fields, reason codes and the tables ingest writes.
+
+Producers, the ingest job, the tests and ``docs/data-contract.md`` all read these names
+from here, so the contract cannot drift between them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+# Canonical top-level fields of a raw record and their JSON kinds; "int" means a JSON
+# integer, never a quoted number. The image object has fields of its own.
+RECORD_FIELDS: dict[str, str] = {
+    "schema_version": "int",
+    "id": "string",
+    "event_time": "string",
+    "source": "string",
+    "label": "string",
+    "image": "object",
+}
+IMAGE_FIELDS: dict[str, str] = {
+    "format": "string",
+    "width": "int",
+    "height": "int",
+    "channels": "int",
+    "data": "string",
+}
+CURRENT_SCHEMA_VERSION = 1
+
+
+class Reason(StrEnum):
+    """Why a record is in quarantine; checked in this order, the first that applies wins."""
+
+    EMPTY_VALUE = "EMPTY_VALUE"
+    NULL_KEY = "NULL_KEY"
+    NOT_JSON = "NOT_JSON"
+    UNKNOWN_SCHEMA_VERSION = "UNKNOWN_SCHEMA_VERSION"
+    MISSING_FIELD = "MISSING_FIELD"
+    EXTRA_FIELD = "EXTRA_FIELD"
+    TYPE_MISMATCH = "TYPE_MISMATCH"
+    KEY_ID_MISMATCH = "KEY_ID_MISMATCH"
+    BAD_EVENT_TIME = "BAD_EVENT_TIME"
+    UNKNOWN_LABEL = "UNKNOWN_LABEL"
+    BAD_BASE64 = "BAD_BASE64"
+    IMAGE_TOO_LARGE = "IMAGE_TOO_LARGE"
+    UNSUPPORTED_FORMAT = "UNSUPPORTED_FORMAT"
+    FORMAT_MISMATCH = "FORMAT_MISMATCH"
+    CORRUPT_IMAGE = "CORRUPT_IMAGE"
+    SIZE_MISMATCH = "SIZE_MISMATCH"
+    LATE_EVENT = "LATE_EVENT"
+    # Config filters add RULE_<NAME> reasons (see conf/pipeline.yaml ingest.rules.filters).
+
+
+def rule_reason(name: str) -> str:
+    return f"RULE_{name.upper()}"
+
+
+# Spark DDL of what ingest writes; derived rule columns may add to the clean table.
+CLEAN_COLUMNS = (
+    "id STRING, event_time TIMESTAMP, event_date DATE, source STRING, label STRING, "
+    "label_index INT, image_png BINARY, height INT, width INT, channels INT, "
+    "orig_format STRING, orig_height INT, orig_width INT, orig_channels INT, "
+    "schema_version INT, attributes MAP<STRING, STRING>, kafka_topic STRING, "
+    "kafka_partition INT, kafka_offset BIGINT, kafka_timestamp TIMESTAMP, "
+    "batch_id BIGINT, ingest_time TIMESTAMP"
+)
+QUARANTINE_COLUMNS = (
+    "kafka_topic STRING, kafka_partition INT, kafka_offset BIGINT, kafka_timestamp TIMESTAMP, "
+    "key STRING, raw_value BINARY, reason_code STRING, reason_detail STRING, id STRING, "
+    "schema_version INT, batch_id BIGINT, ingest_time TIMESTAMP, ingest_date DATE"
+)
+BATCH_COLUMNS = (
+    "query_name STRING, batch_id BIGINT, rows_in BIGINT, clean BIGINT, quarantined BIGINT, "
+    "duplicates BIGINT, reasons MAP<STRING, BIGINT>, max_event_time TIMESTAMP, "
+    "watermark TIMESTAMP, started_at TIMESTAMP, seconds DOUBLE"
+)

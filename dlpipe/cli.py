@@ -86,6 +86,25 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     return smoke.main([*_passthrough(args), f"--steps={args.steps}"])
 
 
+def _job_main(module: str) -> Callable[[list[str]], int]:
+    def run(argv: list[str]) -> int:
+        import importlib
+
+        return importlib.import_module(module).main(argv)
+
+    return run
+
+
+# Jobs parse their own flags (they also run under spark-submit): `dlpipe JOB ARGS...` hands
+# ARGS to the job's own parser, so `dlpipe ingest --help` is the job's help.
+JOBS: dict[str, tuple[str, str]] = {
+    "produce": ("dlpipe.produce",
+                "publish labelled images (digits, synthetic, a folder) to the raw topic"),
+    "ingest": ("spark_jobs.ingest.job",
+               "Kafka -> clean and quarantine Delta tables on MinIO (Structured Streaming)"),
+}
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from dlpipe import demo
 
@@ -146,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     smoke.add_argument("--steps", default="delta,kafka,train",
                        help="comma-separated subset of delta,kafka,train (default: all)")
 
+    for name, (_, text) in JOBS.items():
+        sub.add_parser(name, help=text, description=text, add_help=False)
+
     demo = command("demo", cmd_demo, "set up the local stack and run the pipeline end to end")
     demo.add_argument("--cluster", action="store_true",
                       help="run Spark jobs on the loopback standalone cluster instead of local[*]")
@@ -153,15 +175,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv else None
+    if command in JOBS:
+        func, rest = _job_main(JOBS[command][0]), argv[1:]
+    else:
+        args = build_parser().parse_args(argv)
+        command, func, rest = args.command, args.func, args
     try:
-        return args.func(args)
+        return func(rest)
     except DlpipeError as exc:
-        print(f"dlpipe {args.command}: error: {exc}", file=sys.stderr)
+        print(f"dlpipe {command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"dlpipe {args.command}: interrupted", file=sys.stderr)
+        print(f"dlpipe {command}: interrupted", file=sys.stderr)
         return 130
 
 

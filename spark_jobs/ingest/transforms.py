@@ -177,14 +177,17 @@ def mark_late(df: DataFrame, watermark: datetime | None) -> DataFrame:
     """Quarantine clean rows whose event time is before ``watermark`` as LATE_EVENT."""
     if watermark is None:
         return df
-    late = F.col("reason_code").isNull() & (F.col("event_time") < F.lit(watermark))
-    late_code = F.lit(str(Reason.LATE_EVENT))
-    return df.withColumn(
-        "reason_code", F.when(late, late_code).otherwise(F.col("reason_code"))
-    ).withColumn("reason_detail", F.when(
-        late, F.concat(F.lit("event_time "), F.col("event_time").cast("string"),
-                       F.lit(f" is before the watermark {watermark.isoformat()}"))
-    ).otherwise(F.col("reason_detail")))
+    late = F.col("_late")
+    return (
+        df.withColumn("_late", F.col("reason_code").isNull() & (F.col("event_time") < F.lit(watermark)))
+        .withColumn("reason_code",
+                    F.when(late, F.lit(str(Reason.LATE_EVENT))).otherwise(F.col("reason_code")))
+        .withColumn("reason_detail", F.when(late, F.concat(
+            F.lit("event_time "), F.col("event_time").cast("string"),
+            F.lit(f" is before the watermark {watermark.isoformat()}"),
+        )).otherwise(F.col("reason_detail")))
+        .drop("_late")
+    )
 
 
 def clean_rows(df: DataFrame, ingest: IngestConfig, batch_id: int) -> DataFrame:

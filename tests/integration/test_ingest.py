@@ -1,0 +1,158 @@
+"""Ingest end to end: real Kafka -> Spark Structured Streaming -> Delta on MinIO, read by delta-rs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from dlpipe.config import with_overrides
+from dlpipe.produce import plan_messages, produce
+from dlpipe.records import BAD_KINDS
+from dlpipe.sources import digits
+from dlpipe.stack.provision import ensure_topics
+from spark_jobs.ingest import job
+from tests.helpers import read_delta_with_delta_rs
+
+pytestmark = pytest.mark.integration
+
+
+def isolated(cfg, tag: str):
+    """The test stack's config with a topic, tables and checkpoint of this test's own."""
+    run = f"{tag}-{uuid.uuid4().hex[:8]}"
+    lake, ckpt = cfg.buckets.lake, cfg.buckets.checkpoints
+    out = with_overrides(cfg, {
+        "kafka.topics.raw.name": f"test.raw.{run}",
+        "tables.clean": f"s3a://{lake}/test/{run}/clean",
+        "tables.quarantine": f"s3a://{lake}/test/{run}/quarantine",
+        "tables.ingest_batches": f"s3a://{lake}/test/{run}/batches",
+        "ingest.checkpoint": f"s3a://{ckpt}/test/{run}",
+        "ingest.query_name": f"ingest-{run}",
+    })
+    ensure_topics(out)
+    return out
+
+
+def send(cfg, log: Path, *, count: int, bad_fraction: float = 0.0, duplicate_fraction: float = 0.0,
+         start: int = 0, rate: float = 0.0) -> list[dict]:
+    msgs = plan_messages(
+        digits(start=start), count=count, prefix="digits", source="sklearn-digits",
+        now=datetime.now(UTC), bad_fraction=bad_fraction, bad_kinds=list(BAD_KINDS),
+        duplicate_fraction=duplicate_fraction, schema_version=1,
+        watermark_delay_s=cfg.ingest.watermark_delay_s, seed=start,
+    )
+    produce(cfg, msgs, count=count, rate=rate, log_path=log)
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def delta_rows(cfg, path: str, columns: list[str]) -> list[dict]:
+    return read_delta_with_delta_rs(cfg, path).to_pyarrow_table(columns=columns).to_pylist()
+
+
+def test_10k_digits_with_5pct_bad_end_exactly_where_the_producer_log_says(spark, cfg, tmp_path):
+    cfg = isolated(cfg, "e2e")
+    sent = send(cfg, tmp_path / "sent.jsonl", count=10_000, bad_fraction=0.05, duplicate_fraction=0.01)
+    kinds = Counter(s["kind"] for s in sent)
+    assert set(BAD_KINDS) <= set(kinds), "every bad kind was produced"
+
+    batches = job.run(spark, cfg, once=True)
+    assert len(batches) >= 2, "10k records at 5,000 per trigger take several micro-batches"
+
+    clean = delta_rows(cfg, cfg.tables.clean, ["id", "label", "kafka_partition", "kafka_offset"])
+    quarantine = delta_rows(cfg, cfg.tables.quarantine, ["id", "reason_code", "kafka_offset",
+                                                         "kafka_partition", "reason_detail"])
+    want_clean = {s["id"] for s in sent if s["expected"] == "clean"}
+    assert sorted(r["id"] for r in clean) == sorted(want_clean), "each valid id exactly once"
+    by_coords = {(q["kafka_partition"], q["kafka_offset"]): q for q in quarantine}
+    want_q = {(s["partition"], s["offset"]): s for s in sent if s["expected"] == "quarantine"}
+    assert by_coords.keys() == want_q.keys()
+    wrong = {k: (by_coords[k]["reason_code"], s["reason"]) for k, s in want_q.items()
+             if by_coords[k]["reason_code"] != s["reason"]}
+    assert not wrong, f"wrong reasons (got, want): {list(wrong.values())[:10]}"
+    assert all(q["reason_detail"] for q in quarantine)
+
+    accounting = delta_rows(cfg, cfg.tables.ingest_batches, ["rows_in", "clean", "quarantined", "duplicates"])
+    totals = {k: sum(r[k] for r in accounting) for k in ("rows_in", "clean", "quarantined", "duplicates")}
+    assert totals == {"rows_in": 10_000, "clean": len(want_clean), "quarantined": len(want_q),
+                      "duplicates": kinds["duplicate"]}
+
+    # A second --once finds nothing new and writes nothing.
+    versions = {p: read_delta_with_delta_rs(cfg, p).version()
+                for p in (cfg.tables.clean, cfg.tables.quarantine, cfg.tables.ingest_batches)}
+    assert job.run(spark, cfg, once=True) == []
+    assert versions == {p: read_delta_with_delta_rs(cfg, p).version() for p in versions}
+
+
+def test_v2_records_map_by_config_and_resending_ids_counts_duplicates(spark, cfg, tmp_path):
+    cfg = isolated(cfg, "v2")
+    from dlpipe.records import Message, encode, record, to_v2
+
+    now = datetime.now(UTC)
+    samples = digits()
+    recs = [to_v2(record(id=f"v2-{i}", label=s.label, image=s.image, source="Scanner", event_time=now),
+                  capture_device=f"cam-{i}") for i, s in zip(range(5), samples, strict=False)]
+    msgs = [(r["id"], Message(r["id"].encode(), encode(r), "valid", None)) for r in recs]
+    produce(cfg, iter(msgs + msgs[:2]), count=7, rate=0, log_path=None)
+    batches = job.run(spark, cfg, once=True)
+    assert sum(b["duplicates"] for b in batches) == 2
+    rows = delta_rows(cfg, cfg.tables.clean, ["id", "label", "source", "schema_version", "attributes"])
+    assert sorted((r["id"], r["schema_version"], dict(r["attributes"])["capture_device"], r["source"])
+                  for r in rows) == [(f"v2-{i}", 2, f"cam-{i}", "scanner") for i in range(5)]
+    assert [r["label"] for r in sorted(rows, key=lambda r: r["id"])] == [r["class_name"] for r in recs]
+
+
+def test_sigkill_during_continuous_ingest_loses_and_duplicates_nothing(cfg, test_env, tmp_path):
+    """Kill -9 the driver three times mid-stream; every produced id ends up exactly once."""
+    cfg = isolated(cfg, "kill")
+    sets = [
+        f"--set=kafka.topics.raw.name={cfg.kafka.topics['raw'].name}",
+        f"--set=tables.clean={cfg.tables.clean}", f"--set=tables.quarantine={cfg.tables.quarantine}",
+        f"--set=tables.ingest_batches={cfg.tables.ingest_batches}",
+        f"--set=ingest.checkpoint={cfg.ingest.checkpoint}",
+        f"--set=ingest.query_name={cfg.ingest.query_name}",
+        "--set=ingest.trigger_interval=2 seconds", "--set=ingest.max_offsets_per_trigger=300",
+    ]
+    exe = str(Path(sys.executable).parent / "dlpipe")
+    log = tmp_path / "sent.jsonl"
+    total = 0
+    for round_ in range(3):
+        send(cfg, log, count=1500, start=round_ * 1500, bad_fraction=0.02, duplicate_fraction=0.02)
+        total += 1500
+        driver = subprocess.Popen([exe, "ingest", *sets], env=test_env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        seen = 0
+        deadline = time.monotonic() + 240
+        assert driver.stdout is not None
+        for line in driver.stdout:  # kill it once it has committed at least one micro-batch
+            if '"event": "ingest_batch"' in line:
+                seen += 1
+                if seen >= 1:
+                    break
+            assert time.monotonic() < deadline, "no micro-batch within 240 s"
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(30)
+    # A final catch-up run; then the tables must hold each id exactly once.
+    out = subprocess.run([exe, "ingest", "--once", *sets], env=test_env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    sent = [json.loads(x) for x in log.read_text().splitlines()]
+    assert len(sent) == total
+    clean = [r["id"] for r in delta_rows(cfg, cfg.tables.clean, ["id"])]
+    assert len(clean) == len(set(clean)), "an id was written twice"
+    assert set(clean) == {s["id"] for s in sent if s["expected"] == "clean"}, "an id was lost"
+    quarantine = delta_rows(cfg, cfg.tables.quarantine, ["kafka_partition", "kafka_offset"])
+    coords = [(q["kafka_partition"], q["kafka_offset"]) for q in quarantine]
+    assert len(coords) == len(set(coords))
+    assert set(coords) == {(s["partition"], s["offset"]) for s in sent if s["expected"] == "quarantine"}
+    batches = delta_rows(cfg, cfg.tables.ingest_batches, ["batch_id", "rows_in"])
+    assert sum(b["rows_in"] for b in batches) == total
+    assert len({b["batch_id"] for b in batches}) == len(batches)

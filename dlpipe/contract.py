@@ -74,3 +74,38 @@ BATCH_COLUMNS = (
     "duplicates BIGINT, reasons MAP<STRING, BIGINT>, max_event_time TIMESTAMP, "
     "watermark TIMESTAMP, started_at TIMESTAMP, seconds DOUBLE"
 )
+
+
+def raw_record_json_schema(version: str, renamed: dict[str, str], added: list[str]) -> dict:
+    """JSON Schema of the raw record for one schema version (conf/schemas/ is generated from it)."""
+    image = {
+        "type": "object", "additionalProperties": False, "required": list(IMAGE_FIELDS),
+        "properties": {
+            "format": {"type": "string", "enum": ["PNG", "JPEG"]},
+            "width": {"type": "integer", "minimum": 1},
+            "height": {"type": "integer", "minimum": 1},
+            "channels": {"type": "integer", "minimum": 1},
+            "data": {"type": "string", "contentEncoding": "base64",
+                     "description": "the encoded PNG or JPEG file"},
+        },
+    }
+    canonical = {
+        "schema_version": {"const": int(version)},
+        "id": {"type": "string", "minLength": 1,
+               "description": "unique record id; also the Kafka message key"},
+        "event_time": {"type": "string", "format": "date-time",
+                       "description": "ISO-8601 with a zone, e.g. 2026-11-22T03:00:00.000Z"},
+        "source": {"type": "string", "description": "where the record comes from"},
+        "label": {"type": "string", "description": "a class name from ingest.classes"},
+        "image": image,
+    }
+    props = {renamed.get(f, f): canonical[f] for f in RECORD_FIELDS}
+    props.update({name: {"type": "string"} for name in added})
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://dlpipe.invalid/schemas/raw-record.v{version}.json",
+        "title": f"dlpipe raw image record, schema version {version}",
+        "description": "The value of a message on the raw Kafka topic (UTF-8 JSON); the key is the id.",
+        "type": "object", "additionalProperties": False,
+        "required": [renamed.get(f, f) for f in RECORD_FIELDS], "properties": props,
+    }

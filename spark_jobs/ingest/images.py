@@ -80,8 +80,10 @@ def inspect_one(
             if (w, h, c) != (width, height, channels):
                 return reject(Reason.SIZE_MISMATCH,
                               f"declared {width}x{height}x{channels}, image is {w}x{h}x{c}", **orig)
-            im.load()
-            png = _normalize(im, limits)
+            im.load()  # decodes every pixel: a truncated or damaged file fails here
+            already = (fmt == "PNG" and (w, h) == (limits.target_width, limits.target_height)
+                       and im.mode == {1: "L", 3: "RGB"}[limits.target_channels])
+            png = raw if already else _normalize(im, limits)
     except Exception as exc:  # any decoder failure is this record's problem only
         return reject(Reason.CORRUPT_IMAGE, f"{fmt} does not decode: {type(exc).__name__}: {exc}")
     return {"reason": None, "detail": None, "png": png, **orig}

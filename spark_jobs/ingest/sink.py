@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from dlpipe.config import Config
 from dlpipe.contract import BATCH_COLUMNS
-from dlpipe.delta_io import append_once, read_if_exists
+from dlpipe.delta_io import append_once, read_if_exists, table_exists
 from dlpipe.progress import say
 from spark_jobs.ingest import transforms as T
 from spark_jobs.ingest.images import ImageLimits, make_inspect_udf
@@ -61,17 +61,29 @@ class IngestSink:
         app_id = self.app_id()
         ingest, tables = self.cfg.ingest, self.cfg.tables
 
+        phases: dict[str, float] = {}
+        mark = time.monotonic()
+
+        def lap(name: str) -> None:
+            nonlocal mark
+            now = time.monotonic()
+            phases[name] = round(now - mark, 2)
+            mark = now
+
         classified = T.classify(T.parse(batch, ingest), ingest, self._inspect).persist()
         try:
             batch_newest = classified.where(F.col("reason_code").isNull()).agg(
                 F.max("event_time")).first()[0]
+            lap("classify")
             newest = _max(self._newest_before(spark, app_id, batch_id), batch_newest)
+            lap("watermark")
             watermark = newest - timedelta(seconds=ingest.watermark_delay_s) if newest else None
             marked = T.mark_late(classified, watermark)
             reasons = {r["reason_code"]: r["count"] for r in
                        marked.groupBy("reason_code").count().collect()}
             rows_in = sum(reasons.values())
             candidates = reasons.pop(None, 0)
+            lap("count")
 
             existing = read_if_exists(spark, tables.clean)
             if existing is None:
@@ -79,12 +91,17 @@ class IngestSink:
             clean = T.mark_duplicates(T.clean_rows(marked, ingest, batch_id),
                                       existing.select("id", "kafka_partition", "kafka_offset")).persist()
             duplicates = clean.where("is_duplicate").count()
+            lap("dedupe")
 
-            append_once(T.quarantine_rows(marked, batch_id), tables.quarantine, app_id=app_id,
-                        version=batch_id, partition_by=["ingest_date"])
+            if reasons or not table_exists(spark, tables.quarantine):
+                # A batch with nothing to quarantine needs no commit (a replay has none either).
+                append_once(T.quarantine_rows(marked, batch_id), tables.quarantine, app_id=app_id,
+                            version=batch_id, partition_by=["ingest_date"])
+            lap("write_quarantine")
             append_once(clean.where("NOT is_duplicate AND NOT already_written")
                         .drop("is_duplicate", "already_written"),
                         tables.clean, app_id=app_id, version=batch_id, partition_by=["event_date"])
+            lap("write_clean")
             clean.unpersist()
         finally:
             classified.unpersist()
@@ -100,8 +117,9 @@ class IngestSink:
         row = spark.createDataFrame([{**stats, "query_name": ingest.query_name}],
                                     "app_id STRING, " + BATCH_COLUMNS)
         append_once(row, tables.ingest_batches, app_id=app_id, version=batch_id)
+        lap("write_accounting")
         self.batches.append(stats)
-        say(json.dumps({"event": "ingest_batch", **stats,
+        say(json.dumps({"event": "ingest_batch", **stats, "phase_seconds": phases,
                         "rows_per_s": round(rows_in / seconds, 1) if seconds else None},
                        default=_json_default))
 

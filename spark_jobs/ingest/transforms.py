@@ -43,23 +43,36 @@ def _json_name(ingest: IngestConfig, version: str, field: str) -> str:
     return ingest.schema_versions[version].renamed.get(field, field)
 
 
+def expected_signature(ingest: IngestConfig, version: str) -> str:
+    """What ``schema_of_variant`` says of a well-formed record of ``version`` (keys sorted)."""
+    spark_kind = {"int": "BIGINT", "string": "STRING"}
+    image = ", ".join(f"{k}: {spark_kind[t]}" for k, t in sorted(IMAGE_FIELDS.items()))
+    fields = {_json_name(ingest, version, f): (f"OBJECT<{image}>" if t == "object" else spark_kind[t])
+              for f, t in RECORD_FIELDS.items()}
+    fields.update({name: "STRING" for name in ingest.schema_versions[version].added})
+    return "OBJECT<" + ", ".join(f"{k}: {v}" for k, v in sorted(fields.items())) + ">"
+
+
 def parse(raw: DataFrame, ingest: IngestConfig) -> DataFrame:
     """Kafka rows -> the same rows plus the record's fields as typed canonical columns.
 
     A field is null unless present with its contract type, so later checks and the clean
-    table never see a half-typed value. ``_missing``, ``_extra`` and ``_mistyped`` list
-    field names for the reason details.
+    table never see a half-typed value. A record whose whole type signature matches its
+    version's is well-formed in one string comparison; only the others are taken apart
+    field by field (``_missing``, ``_extra``, ``_mistyped``) for the reason detail.
     """
+    signatures = " ".join(f"WHEN {int(v)} THEN {_sql_str(expected_signature(ingest, v))}"
+                          for v in ingest.schema_versions)
     df = raw.withColumn("_value_str", F.expr("CAST(value AS STRING)")).withColumn(
         "_v", F.expr("try_parse_json(_value_str)")
-    ).withColumn(
-        "_is_object", F.expr("coalesce(schema_of_variant(_v) LIKE 'OBJECT%', false)")
+    ).withColumn("_sig", F.expr("schema_of_variant(_v)")).withColumn(
+        "_is_object", F.expr("coalesce(_sig LIKE 'OBJECT%', false)")
     ).withColumn(
         "_sv", F.expr(
-            "CASE WHEN schema_of_variant(variant_get(_v, '$.schema_version', 'variant'))"
+            "CASE WHEN _is_object AND schema_of_variant(variant_get(_v, '$.schema_version', 'variant'))"
             " = 'BIGINT' THEN try_variant_get(_v, '$.schema_version', 'int') END"
         )
-    )
+    ).withColumn("_shape_ok", F.expr(f"coalesce(_sig = CASE _sv {signatures} END, false)"))
     missing, mistyped, values = [], [], {}
     fields = {**RECORD_FIELDS, **{f"image.{k}": t for k, t in IMAGE_FIELDS.items()}}
     for field, kind in fields.items():
@@ -69,13 +82,13 @@ def parse(raw: DataFrame, ingest: IngestConfig) -> DataFrame:
             name = _json_name(ingest, ver, top)
             return f"$.{name}.{sub}" if sub else f"$.{name}"
 
-        # The JSON type of the field, computed once: e.g. BIGINT, STRING, OBJECT<...>, VOID.
-        kcol = "_k_" + field.replace(".", "_")
-        df = df.withColumn(kcol, F.expr(_by_version(ingest, lambda v, path=path: _kind(path(v)))))
-        is_missing = f"({kcol} IS NULL OR {kcol} = 'VOID')"
-        is_ok = _KINDS[kind].format(k=kcol)
+        # The field's JSON type (BIGINT, STRING, OBJECT<...>, VOID), needed only off the
+        # well-formed path: CASE and OR evaluate lazily, so well-formed rows never compute it.
+        k = f"({_by_version(ingest, lambda v, path=path: _kind(path(v)))})"
+        is_missing = f"({k} IS NULL OR {k} = 'VOID')"
+        is_ok = f"(_shape_ok OR {_KINDS[kind].format(k=k)})"
         missing.append(f"CASE WHEN {is_missing} THEN '{field}' END")
-        mistyped.append(f"CASE WHEN NOT {is_missing} AND NOT ({is_ok}) THEN '{field}' END")
+        mistyped.append(f"CASE WHEN NOT {is_missing} AND NOT {is_ok} THEN '{field}' END")
         if kind != "object":
             target = "int" if kind == "int" else "string"
             getter = _by_version(
@@ -83,9 +96,15 @@ def parse(raw: DataFrame, ingest: IngestConfig) -> DataFrame:
                 f"try_variant_get(_v, {_sql_str(path(v))}, '{target}')"
             )
             values[field] = f"CASE WHEN {is_ok} THEN {getter} END"
-    df = df.withColumn("_missing", F.expr(f"filter(array({', '.join(missing)}), x -> x IS NOT NULL)"))
-    df = df.withColumn("_mistyped", F.expr(f"filter(array({', '.join(mistyped)}), x -> x IS NOT NULL)"))
-    df = df.withColumn("_extra", _extra_fields(ingest))
+    empty = "CAST(array() AS ARRAY<STRING>)"
+    bad_shape = "_is_object AND _sv IS NOT NULL AND NOT _shape_ok"
+    df = df.withColumn("_missing", F.expr(
+        f"CASE WHEN {bad_shape} THEN filter(array({', '.join(missing)}), x -> x IS NOT NULL)"
+        f" ELSE {empty} END"))
+    df = df.withColumn("_mistyped", F.expr(
+        f"CASE WHEN {bad_shape} THEN filter(array({', '.join(mistyped)}), x -> x IS NOT NULL)"
+        f" ELSE {empty} END"))
+    df = df.withColumn("_extra", F.when(F.expr(bad_shape), _extra_fields(ingest)).otherwise(F.expr(empty)))
     for field, expr in values.items():
         # Top-level fields keep their clean-table names, so config rules read as written.
         df = df.withColumn(field if "." not in field else "_" + field.replace(".", "_"), F.expr(expr))
@@ -170,7 +189,17 @@ def classify(df: DataFrame, ingest: IngestConfig, inspect_images: Callable[..., 
         "reason_code", F.coalesce("_pre_reason", "_img.reason", rule_reason_col).cast("string")
     ).withColumn(
         "reason_detail", F.coalesce("_pre_detail", "_img.detail", rule_detail_col).cast("string")
-    )
+    ).withColumn(
+        "_any_id", F.coalesce(F.col("id"), F.expr("try_variant_get(_v, '$.id', 'string')"))
+    ).select(*CLASSIFIED_COLUMNS)
+
+
+# What the outputs need of a classified row; the parsing intermediates (the JSON text, its
+# variant, the base64 image) are dropped so a cached batch holds each image once.
+CLASSIFIED_COLUMNS = (
+    "key", "value", "topic", "partition", "offset", "timestamp", "id", "_any_id", "event_time",
+    "source", "label", "_sv", "_attributes", "_img", "reason_code", "reason_detail",
+)
 
 
 def mark_late(df: DataFrame, watermark: datetime | None) -> DataFrame:
@@ -232,7 +261,7 @@ def quarantine_rows(df: DataFrame, batch_id: int) -> DataFrame:
         F.col("value").alias("raw_value"),
         "reason_code",
         "reason_detail",
-        F.coalesce(F.col("id"), F.expr("try_variant_get(_v, '$.id', 'string')")).alias("id"),
+        F.col("_any_id").alias("id"),
         F.col("_sv").alias("schema_version"),
         F.lit(batch_id).cast("bigint").alias("batch_id"),
         F.current_timestamp().alias("ingest_time"),

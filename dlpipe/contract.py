@@ -70,6 +70,7 @@ QUARANTINE_COLUMNS = (
     "schema_version INT, batch_id BIGINT, ingest_time TIMESTAMP, ingest_date DATE"
 )
 BATCH_COLUMNS = (
+    "app_id STRING, "
     "query_name STRING, batch_id BIGINT, rows_in BIGINT, clean BIGINT, quarantined BIGINT, "
     "duplicates BIGINT, reasons MAP<STRING, BIGINT>, max_event_time TIMESTAMP, "
     "watermark TIMESTAMP, started_at TIMESTAMP, seconds DOUBLE"
@@ -109,3 +110,39 @@ def raw_record_json_schema(version: str, renamed: dict[str, str], added: list[st
         "type": "object", "additionalProperties": False,
         "required": [renamed.get(f, f) for f in RECORD_FIELDS], "properties": props,
     }
+
+
+TABLES = {"clean": CLEAN_COLUMNS, "quarantine": QUARANTINE_COLUMNS, "ingest_batches": BATCH_COLUMNS}
+_JSON_TYPES = {
+    "STRING": {"type": "string"}, "INT": {"type": "integer"}, "BIGINT": {"type": "integer"},
+    "DOUBLE": {"type": "number"}, "BINARY": {"type": "string", "contentEncoding": "base64"},
+    "TIMESTAMP": {"type": "string", "format": "date-time"}, "DATE": {"type": "string", "format": "date"},
+    "MAP<STRING, STRING>": {"type": "object", "additionalProperties": {"type": "string"}},
+    "MAP<STRING, BIGINT>": {"type": "object", "additionalProperties": {"type": "integer"}},
+}
+
+
+def table_json_schema(name: str) -> dict:
+    """JSON Schema of one row of a table ingest writes (as JSON: binary is base64)."""
+    columns = [c.strip().split(" ", 1) for c in _split_ddl(TABLES[name])]
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://dlpipe.invalid/schemas/{name}-table.json",
+        "title": f"dlpipe {name} table row (Delta)",
+        "type": "object",
+        "properties": {col: {**_JSON_TYPES[typ], "x-spark-type": typ} for col, typ in columns},
+    }
+
+
+def _split_ddl(ddl: str) -> list[str]:
+    """Split a DDL column list on top-level commas (not those inside MAP<...>)."""
+    out, depth, current = [], 0, ""
+    for ch in ddl:
+        depth += ch == "<"
+        depth -= ch == ">"
+        if ch == "," and depth == 0:
+            out.append(current)
+            current = ""
+        else:
+            current += ch
+    return [*out, current]

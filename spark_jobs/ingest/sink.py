@@ -115,7 +115,7 @@ class IngestSink:
             "seconds": round(seconds, 3),
         }
         row = spark.createDataFrame([{**stats, "query_name": ingest.query_name}],
-                                    "app_id STRING, " + BATCH_COLUMNS)
+                                    BATCH_COLUMNS)
         append_once(row, tables.ingest_batches, app_id=app_id, version=batch_id)
         lap("write_accounting")
         self.batches.append(stats)

@@ -85,6 +85,12 @@ def test_10k_digits_with_5pct_bad_end_exactly_where_the_producer_log_says(spark,
     assert totals == {"rows_in": 10_000, "clean": len(want_clean), "quarantined": len(want_q),
                       "duplicates": kinds["duplicate"]}
 
+    from dlpipe.contract import TABLES, table_json_schema
+
+    for name in TABLES:
+        written = read_delta_with_delta_rs(cfg, getattr(cfg.tables, name)).schema().to_arrow().names
+        assert sorted(written) == sorted(table_json_schema(name)["properties"]), name
+
     # A second --once finds nothing new and writes nothing.
     versions = {p: read_delta_with_delta_rs(cfg, p).version()
                 for p in (cfg.tables.clean, cfg.tables.quarantine, cfg.tables.ingest_batches)}

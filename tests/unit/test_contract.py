@@ -43,3 +43,11 @@ def test_structurally_bad_records_fail_the_schema(kind: str) -> None:
     msg = bad_message(kind, record(id="a", label="3", image=img, source="s", event_time=NOW),
                       now=NOW, watermark_delay_s=3600)
     assert not Draft202012Validator(schema("1")).is_valid(json.loads(msg.value))
+
+
+@pytest.mark.parametrize("table", ["clean", "quarantine", "ingest_batches"])
+def test_table_schema_files_are_generated_from_the_ddl(table: str) -> None:
+    from dlpipe.contract import table_json_schema
+
+    on_disk = json.loads((ROOT / "conf" / "schemas" / f"{table}-table.schema.json").read_text())
+    assert on_disk == table_json_schema(table)

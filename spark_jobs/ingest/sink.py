@@ -41,6 +41,9 @@ class IngestSink:
     def __post_init__(self) -> None:
         self._inspect = make_inspect_udf(image_limits(self.cfg))
         self._app_id: str | None = None
+        # (batch id, newest event time up to and including it) of the last batch written
+        # here; after a restart the accounting table answers instead.
+        self._last: tuple[int, datetime | None] | None = None
 
     def app_id(self) -> str:
         """Stable for the checkpoint (the query's id lives there), new for a new checkpoint."""
@@ -117,6 +120,7 @@ class IngestSink:
         row = spark.createDataFrame([{**stats, "query_name": ingest.query_name}],
                                     BATCH_COLUMNS)
         append_once(row, tables.ingest_batches, app_id=app_id, version=batch_id)
+        self._last = (batch_id, newest)
         lap("write_accounting")
         self.batches.append(stats)
         say(json.dumps({"event": "ingest_batch", **stats, "phase_seconds": phases,
@@ -126,6 +130,8 @@ class IngestSink:
     def _newest_before(self, spark: SparkSession, app_id: str, batch_id: int) -> datetime | None:
         from pyspark.sql import functions as F
 
+        if self._last is not None and self._last[0] == batch_id - 1:
+            return self._last[1]
         done = read_if_exists(spark, self.cfg.tables.ingest_batches)
         if done is None:
             return None

@@ -13,14 +13,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from dlpipe import versions
 from dlpipe.errors import MissingToolError
 from dlpipe.maven import copy_dependencies
-from dlpipe.progress import say, step
+from dlpipe.progress import run_streaming, say, step
 
 MARKER = ".dlpipe-installed"
 _JAR_ARTIFACT = re.compile(r"^(?P<artifact>.+?)-\d[^/]*\.jar$")
@@ -167,22 +166,20 @@ def install_minio(installed: Installed) -> None:
     staging.mkdir(parents=True)
     module = f"{versions.MINIO_MODULE}@{versions.MINIO_VERSION}"
     with step(f"building MinIO from source (go install {module}; ~6 min on 2 cores)") as s:
-        env = {**os.environ, "GOBIN": str(staging), "CGO_ENABLED": "0"}
-        proc = subprocess.Popen(
-            [go, "install", "-trimpath", module], env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        assert proc.stdout is not None
-        tail: list[str] = []
         downloads = 0
-        for line in proc.stdout:
-            tail = [*tail[-30:], line.rstrip()]
+
+        def on_line(line: str) -> None:
+            nonlocal downloads
             if line.startswith("go: downloading"):
                 downloads += 1
                 if downloads % 25 == 0:
                     s.detail(f"{downloads} modules downloaded")
-        if proc.wait() != 0:
-            raise RuntimeError("go install of MinIO failed:\n" + "\n".join(tail))
+
+        run_streaming(
+            [go, "install", "-trimpath", module], on_line=on_line,
+            failure="go install of MinIO failed",
+            env={**os.environ, "GOBIN": str(staging), "CGO_ENABLED": "0"},
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(staging / "minio"), target)
     shutil.rmtree(staging, ignore_errors=True)

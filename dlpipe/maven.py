@@ -9,13 +9,12 @@ so we write a throwaway pom that names the coordinates, pins the overrides in
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 from dlpipe.errors import MissingToolError
-from dlpipe.progress import step
+from dlpipe.progress import run_streaming, step
 
 
 def _dep_xml(coord: str, excludes: Iterable[str] = (), scope: str | None = None) -> str:
@@ -99,19 +98,16 @@ def copy_dependencies(
         "-DincludeScope=runtime", f"-DoutputDirectory={libs}",
     ]
     with step(f"downloading {label} from Maven Central") as progress:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert proc.stdout is not None
-        tail: list[str] = []
-        for line in proc.stdout:
-            line = line.rstrip()
-            tail = [*tail[-40:], line]
+
+        def on_line(line: str) -> None:
             if line.startswith("Downloaded from"):
                 progress.detail(line.rsplit("/", 1)[-1])
-        if proc.wait() != 0:
-            raise RuntimeError(
-                f"mvn could not resolve {label}:\n" + "\n".join(tail)
-                + "\nCheck that Maven Central is reachable (mvn -v; curl -I https://repo1.maven.org)."
-            )
+
+        run_streaming(
+            cmd, on_line=on_line,
+            failure=f"mvn could not resolve {label} (is Maven Central reachable? "
+            "curl -I https://repo1.maven.org)",
+        )
     shutil.rmtree(dest, ignore_errors=True)
     libs.rename(dest)
     shutil.rmtree(staging, ignore_errors=True)

@@ -6,9 +6,10 @@ and a notebook cell.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -40,3 +41,21 @@ def step(label: str) -> Iterator[Step]:
         say(f"<== {label}: failed after {current.elapsed():.1f}s")
         raise
     say(f"<== {label}: done in {current.elapsed():.1f}s")
+
+
+def run_streaming(
+    cmd: Sequence[str], *, on_line: Callable[[str], None], failure: str,
+    env: Mapping[str, str] | None = None, tail_lines: int = 40,
+) -> None:
+    """Run ``cmd``, hand each output line to ``on_line`` (for progress), and on a non-zero
+    exit raise ``failure`` followed by the last lines of output, which say why."""
+    proc = subprocess.Popen(list(cmd), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    tail: list[str] = []
+    for raw in proc.stdout:
+        line = raw.rstrip()
+        tail = [*tail[-(tail_lines - 1):], line]
+        on_line(line)
+    if proc.wait() != 0:
+        raise RuntimeError(f"{failure}:\n" + "\n".join(tail))

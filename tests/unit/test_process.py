@@ -91,3 +91,14 @@ def test_unhealthy_start_times_out_and_cleans_up(tmp_path: Path) -> None:
     with pytest.raises(ServiceError, match="did not become healthy within 1s"):
         svc.start(timeout_s=1)
     assert svc.pid() is None
+
+
+def test_run_streaming_feeds_lines_and_reports_the_tail_on_failure() -> None:
+    from dlpipe.progress import run_streaming
+
+    seen: list[str] = []
+    run_streaming([sys.executable, "-c", "print('a'); print('b')"], on_line=seen.append, failure="x")
+    assert seen == ["a", "b"]
+    with pytest.raises(RuntimeError, match=r"(?s)build failed:.*why it broke"):
+        run_streaming([sys.executable, "-c", "print('why it broke'); raise SystemExit(1)"],
+                      on_line=lambda _: None, failure="build failed")

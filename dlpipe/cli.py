@@ -102,6 +102,8 @@ JOBS: dict[str, tuple[str, str]] = {
                 "publish labelled images (digits, synthetic, a folder) to the raw topic"),
     "ingest": ("spark_jobs.ingest.job",
                "Kafka -> clean and quarantine Delta tables on MinIO (Structured Streaming)"),
+    "export": ("spark_jobs.export.job",
+               "a pinned Delta version -> TFRecord shards + manifest on MinIO"),
 }
 
 

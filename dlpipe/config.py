@@ -147,6 +147,31 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
+class ReaderConfig:
+    """How training reads shards from the object store into a local, bounded cache."""
+
+    cache_dir: Path = Path("~/.cache/dlpipe/shards")
+    cache_max_gb: float = 8.0
+    download_threads: int = 8
+    range_mb: int = 8
+    prefetch_shards: int = 2
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    dataset: str
+    split: dict[str, float]
+    split_salt: str = "dlpipe-split-v1"
+    shard_target_mb: float = 100.0
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    workers: int = 2
+
+
+@dataclass(frozen=True)
 class SparkConfig:
     master: str = "local[*]"
     app_name: str = "dlpipe"
@@ -162,6 +187,8 @@ class Config:
     tables: TablesConfig
     spark: SparkConfig
     ingest: IngestConfig
+    export: ExportConfig
+    training: TrainingConfig = field(default_factory=TrainingConfig)
     source: Path = Path("conf/pipeline.yaml")
 
     # -- endpoints of the local stack unless the config names others --------------------

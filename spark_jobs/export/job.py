@@ -1,0 +1,230 @@
+"""Export a pinned version of the clean Delta table as TFRecord shards with a manifest.
+
+Run with spark-submit (connector jars from ``dlpipe jars``)::
+
+    spark-submit --master local[2] --jars "$(dlpipe jars)" spark_jobs/export/job.py \
+        --config conf/pipeline.yaml [--version N] [--dataset NAME] [--overwrite]
+
+or as ``dlpipe export``. Without ``--version`` the table's latest version is exported and
+recorded in the manifest. A version that already has a manifest is left as it is unless
+``--overwrite`` is given. Only one export of a dataset version may run at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from dlpipe.cli import add_config_args, config_from_args
+from dlpipe.config import Config
+from dlpipe.errors import DlpipeError
+from dlpipe.manifest import SPLITS, STAGING, Manifest, Shard, dataset_prefix, read_manifest, shard_path
+from dlpipe.progress import say, step
+from dlpipe.tfrecord import FEATURES
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Framing (16 bytes) and protobuf keys/lengths per record, for sizing shards up front.
+_RECORD_OVERHEAD = 96
+
+
+def table_version(spark: SparkSession, path: str, version: int | None) -> tuple[int, str]:
+    """The Delta version to export (latest when None) and its commit time."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    if not DeltaTable.isDeltaTable(spark, path):
+        raise DlpipeError(f"no Delta table at {path}", fix="run `dlpipe ingest --once` first")
+    history = DeltaTable.forPath(spark, path).history()
+    if version is None:
+        row = history.orderBy(F.col("version").desc()).select("version", "timestamp").first()
+    else:
+        row = history.where(F.col("version") == version).select("version", "timestamp").first()
+        if row is None:
+            span = history.agg(F.min("version"), F.max("version")).first()
+            raise DlpipeError(f"{path} has no version {version} (it has {span[0]}..{span[1]}, "
+                              "minus any removed by VACUUM or log cleanup)")
+    return int(row["version"]), row["timestamp"].replace(tzinfo=UTC).isoformat()
+
+
+def split_stats(df: DataFrame, classes: list[str]) -> tuple[dict[str, Counter], dict[str, int]]:
+    """Records per split and class, and estimated shard bytes per split (one narrow pass)."""
+    from pyspark.sql import functions as F
+
+    rows = (df.groupBy("split", "label", "label_name")
+            .agg(F.count("*").alias("n"),
+                 F.sum(F.length("image") + F.length("id") + _RECORD_OVERHEAD).alias("bytes"))
+            .collect())
+    by_class: dict[str, Counter] = {s: Counter() for s in SPLITS}
+    size: dict[str, int] = Counter()
+    for r in rows:
+        index, name = r["label"], r["label_name"]
+        if not (0 <= index < len(classes)) or classes[index] != name:
+            raise DlpipeError(
+                f"label {name!r} has index {index} in the table, but ingest.classes "
+                f"says {classes.index(name) if name in classes else 'it is unknown'}",
+                fix="export with the ingest.classes the table was written with",
+            )
+        by_class[r["split"]][name] += r["n"]
+        size[r["split"]] += r["bytes"]
+    return by_class, dict(size)
+
+
+def export(spark: SparkSession, cfg: Config, *, version: int | None = None,
+           dataset: str | None = None, overwrite: bool = False) -> Manifest:
+    from dlpipe.s3 import s3_client
+    from spark_jobs.export import publish
+    from spark_jobs.export.shards import INPUT_COLUMNS, OUTPUT_DDL, ShardTarget, make_shard_writer
+    from spark_jobs.export.transforms import (
+        SPLIT_METHOD,
+        check_fractions,
+        plan_shards,
+        to_example_columns,
+        with_shard,
+        with_split,
+    )
+
+    started = time.monotonic()
+    name = dataset or cfg.export.dataset
+    if not _NAME.match(name):
+        raise DlpipeError(f"dataset name {name!r} may use letters, digits, '.', '_' and '-' only")
+    fractions = check_fractions(cfg.export.split)
+    table = cfg.tables.clean
+    bucket = cfg.buckets.datasets
+    client = s3_client(cfg)
+    version, committed = table_version(spark, table, version)
+    prefix = dataset_prefix(name, version)
+    existing = read_manifest(client, bucket, prefix)
+    if existing is not None and not overwrite:
+        say(f"export: {existing.uri} is already published (Delta version {version}); "
+            "pass --overwrite to write it again")
+        return existing
+    export_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    staging = f"{prefix}/{STAGING}/{export_id}"
+    say(f"export: {table}@v{version} -> s3://{bucket}/{prefix}/ (export {export_id})")
+    publish.remove_stale_staging(client, bucket, prefix)
+    if existing is not None:
+        publish.unpublish(client, bucket, prefix)
+
+    df = spark.read.format("delta").option("versionAsOf", version).load(table)
+    rows = to_example_columns(with_split(df, fractions, salt=cfg.export.split_salt))
+    with step("counting records per split and class"):
+        by_class, size = split_stats(rows, cfg.ingest.classes)
+    records = {s: sum(by_class[s].values()) for s in SPLITS}
+    plan = plan_shards(records, size, target_bytes=int(cfg.export.shard_target_mb * 2**20),
+                       min_train_shards=cfg.training.workers)
+    targets, part = {}, 0
+    for split in SPLITS:
+        for index in range(plan[split]):
+            targets[part] = ShardTarget(split, shard_path(split, index, plan[split]))
+            part += 1
+    say("    " + ", ".join(f"{s}: {records[s]:,} records in {plan[s]} shard(s)" for s in SPLITS))
+
+    with step(f"writing {len(targets)} shard(s) to staging"):
+        sharded = with_shard(rows, plan, salt=cfg.export.split_salt)
+        writer = make_shard_writer(cfg, bucket=bucket, staging_prefix=staging, targets=targets)
+        written = (sharded.repartition(len(targets), "part").sortWithinPartitions("part", "id")
+                   .select(*INPUT_COLUMNS).mapInArrow(writer, OUTPUT_DDL).collect())
+    shards = _check_written(written, targets, by_class, records, client, bucket, staging)
+
+    manifest = Manifest(
+        dataset=name, bucket=bucket, prefix=prefix, export_id=export_id,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        source={"table": table, "delta_version": version, "delta_timestamp": committed,
+                "rows": sum(records.values())},
+        split={"method": SPLIT_METHOD, "salt": cfg.export.split_salt, "fractions": fractions},
+        classes=list(cfg.ingest.classes),
+        image={"format": "PNG", "height": cfg.ingest.image.target_height,
+               "width": cfg.ingest.image.target_width,
+               "channels": cfg.ingest.image.target_channels},
+        features=feature_spec(),
+        counts={s: {"records": records[s], "by_class": dict(sorted(by_class[s].items()))}
+                for s in SPLITS},
+        shards=shards,
+    )
+    with step("publishing (copy from staging, then manifest.json)"):
+        publish.publish(client, manifest, staging)
+    print(summary(manifest, time.monotonic() - started))
+    return manifest
+
+
+def _check_written(written: list[Any], targets: dict, by_class: dict[str, Counter],
+                   records: dict[str, int], client: Any, bucket: str, staging: str) -> list[Shard]:
+    """Every planned shard accounted for and the counts equal to the table's, or no publish."""
+    got = {r["part"]: r for r in written}
+    if len(got) != len(written):
+        raise DlpipeError("a shard was written twice; was the export run twice concurrently?")
+    shards = []
+    for part, target in targets.items():
+        r = got.get(part)
+        if r is None:  # no record hashed into it (tiny splits): an empty, valid shard
+            client.put_object(Bucket=bucket, Key=f"{staging}/{target.path}", Body=b"")
+            shards.append(Shard(target.split, target.path, 0, 0, "00000000", {}))
+            continue
+        shards.append(Shard(target.split, target.path, r["records"], r["bytes"], r["crc32c"],
+                            dict(sorted(dict(r["by_class"]).items()))))
+    for split in SPLITS:
+        wrote: Counter[str] = Counter()
+        for s in shards:
+            if s.split == split:
+                wrote.update(s.by_class)
+        if wrote != by_class[split] or sum(wrote.values()) != records[split]:
+            raise DlpipeError(f"the {split} shards hold {dict(wrote)} records per class, but the "
+                              f"table has {dict(by_class[split])}; nothing was published")
+    return shards
+
+
+def feature_spec() -> dict[str, dict[str, Any]]:
+    spec = {name: {"dtype": dtype, "shape": [], "description": text}
+            for name, (dtype, text) in FEATURES.items()}
+    spec["image"]["encoding"] = "png"
+    return spec
+
+
+def summary(manifest: Manifest, seconds: float) -> str:
+    total = sum(s.records for s in manifest.shards)
+    size = sum(s.bytes for s in manifest.shards)
+    lines = [f"export: {manifest.uri}",
+             f"  source      {manifest.source['table']} @ version {manifest.delta_version}",
+             f"  {total:,} records, {len(manifest.shards)} shard(s), {size / 2**20:,.1f} MiB "
+             f"in {seconds:.1f}s ({total / seconds:,.0f} records/s)"]
+    for split in SPLITS:
+        shards = manifest.shards_of(split)
+        lines.append(f"  {split:11s} {manifest.counts[split]['records']:>9,} records  "
+                     f"{len(shards)} shard(s)")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="dlpipe export", description=__doc__.split("\n\n")[0])
+    add_config_args(parser)
+    parser.add_argument("--version", type=int, default=None,
+                        help="Delta version of the clean table (default: the latest)")
+    parser.add_argument("--dataset", default=None,
+                        help="dataset name, the folder in the datasets bucket (default: export.dataset)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="export again even if this version already has a manifest")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None) -> int:
+    from dlpipe.session import get_spark
+
+    args = parse_args(argv)
+    cfg = config_from_args(args)
+    session = get_spark(cfg, app_name="dlpipe-export", spark=spark)
+    export(session, cfg, version=args.version, dataset=args.dataset, overwrite=args.overwrite)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Training input from MinIO against local disk, and the export against a plain write.
+
+1. Reader: images/s of ``models.input.make_dataset`` (shards fetched from MinIO through the
+   shard cache, then read, parsed, decoded and batched) against ``tf.data.TFRecordDataset``
+   over the same shards already on local disk, with the same parse and decode. "cold" starts
+   each pass with an empty cache, so every byte comes from MinIO during the pass; "warm"
+   reads from the cache (epochs after the first). Target: cold >= 0.9 of local disk.
+2. Export: records/s of ``dlpipe export`` (split, shard, encode, upload, publish) against a
+   plain Spark Parquet write of the same rows to MinIO.
+
+Records are 32x32 RGB PNGs of the synthetic shapes (about 3 KB each, noise included).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from bench.harness import Context, Result, median_rate
+
+TARGET = 0.9
+BATCH = 256
+
+def _table(spark, cfg, path: str, count: int) -> None:
+    import pandas as pd
+
+    from dlpipe.sources import SYNTHETIC_CLASSES, synthetic
+
+    rows = []
+    for sample, _ in zip(synthetic(size=32), range(count), strict=False):
+        rows.append({"id": f"syn-{sample.index:07d}", "label": sample.label,
+                     "label_index": SYNTHETIC_CLASSES.index(sample.label),
+                     "image_png": sample.image.data, "height": 32, "width": 32, "channels": 3})
+    df = spark.createDataFrame(pd.DataFrame(rows), schema=(
+        "id STRING, label STRING, label_index INT, image_png BINARY, height INT, width INT, channels INT"))
+    df.repartition(4).write.format("delta").mode("overwrite").save(path)
+
+def run(ctx: Context) -> list[Result]:
+    import tensorflow as tf
+
+    from dlpipe.config import with_overrides
+    from dlpipe.s3 import s3_client
+    from dlpipe.session import get_spark
+    from dlpipe.shard_cache import ShardCache
+    from dlpipe.sources import SYNTHETIC_CLASSES
+    from models.input import feature_spec, make_dataset
+    from models.preprocess import decode_images
+    from spark_jobs.export import job as export_job
+
+    count = 12_000 if ctx.quick else 60_000
+    repeats = 3 if ctx.quick else 5
+    run_id = uuid.uuid4().hex[:8]
+    lake = ctx.cfg.buckets.lake
+    cfg = with_overrides(ctx.cfg, {
+        "tables.clean": f"s3a://{lake}/bench/reader-{run_id}/clean",
+        "ingest.classes": list(SYNTHETIC_CLASSES), "ingest.image.target_height": 32,
+        "ingest.image.target_width": 32, "ingest.image.target_channels": 3,
+        "export.shard_target_mb": 8 if ctx.quick else 32,
+    })
+    spark = get_spark(cfg, app_name="dlpipe-bench-reader", master="local[2]",
+                      extra_conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2"})
+    _table(spark, cfg, cfg.tables.clean, count)
+
+    # -- export vs plain parquet write (warm both once on the same table) ----------------
+    rows = spark.read.format("delta").load(cfg.tables.clean)
+    parquet = f"s3a://{lake}/bench/reader-{run_id}/parquet"
+    rows.write.mode("overwrite").parquet(parquet)
+    started = time.perf_counter()
+    rows.repartition(4).write.mode("overwrite").parquet(parquet)
+    parquet_s = time.perf_counter() - started
+    export_job.export(spark, cfg, dataset=f"bench-warm-{run_id}")
+    started = time.perf_counter()
+    manifest = export_job.export(spark, cfg, dataset=f"bench-{run_id}")
+    export_s = time.perf_counter() - started
+    train = manifest.shards_of("train")
+    records = sum(s.records for s in train)
+
+    # -- reader ------------------------------------------------------------------------
+    client = s3_client(cfg)
+    local_dir = ctx.work_dir / "local-shards"
+    local_dir.mkdir()
+    local = []
+    for shard in train:
+        path = local_dir / shard.path.replace("/", "_")
+        client.download_file(manifest.bucket, manifest.key(shard), str(path))
+        local.append(str(path))
+    spec = feature_spec(manifest)
+
+    def parse(serialized):
+        parsed = tf.io.parse_example(serialized, spec)
+        return decode_images(parsed["image"], height=32, width=32, channels=3), parsed["label"]
+
+    def drain(ds) -> float:
+        n = 0
+        for _, labels in ds:
+            n += int(labels.shape[0])
+        assert n == records, (n, records)
+        return n
+
+    def local_pass() -> float:
+        ds = (tf.data.TFRecordDataset(local, buffer_size=1 << 20, num_parallel_reads=4)
+              .batch(BATCH).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+        return drain(ds)
+
+    cache_root = ctx.work_dir / "caches"
+
+    def minio_pass(*, cold: bool) -> float:
+        cache_dir = cache_root / (uuid.uuid4().hex if cold else "warm")
+        cache = ShardCache.from_config(cfg, cache_dir=cache_dir)
+        try:
+            return drain(make_dataset(manifest, "train", cache=cache, batch_size=BATCH, shuffle=False))
+        finally:
+            cache.close()
+            if cold:
+                shutil.rmtree(cache_dir, ignore_errors=True)
+
+    local_pass()
+    minio_pass(cold=False)  # warm-up: graph building, and fills the warm cache
+    local_rate, cold_rate, warm_rate = [], [], []
+    for _ in range(repeats):  # interleaved, so machine noise hits all three alike
+        local_rate.append(median_rate(local_pass, repeats=1))
+        cold_rate.append(median_rate(lambda: minio_pass(cold=True), repeats=1))
+        warm_rate.append(median_rate(lambda: minio_pass(cold=False), repeats=1))
+    shutil.rmtree(cache_root, ignore_errors=True)
+
+    def med(xs: list[float]) -> float:
+        return sorted(xs)[len(xs) // 2]
+
+    size_mb = sum(s.bytes for s in train) / 2**20
+    notes = (f"{records} train records in {len(train)} shards ({size_mb:.0f} MiB), batch {BATCH}, "
+             f"{cfg.export.reader.download_threads} download threads; median of {repeats}")
+    return [
+        Result(benchmark="reader", metric="images/s from MinIO, cold cache", unit="img/s",
+               value=med(cold_rate), baseline_name="TFRecordDataset on local disk",
+               baseline_value=med(local_rate), target_ratio=TARGET, notes=notes),
+        Result(benchmark="reader", metric="images/s from the shard cache (later epochs)",
+               unit="img/s", value=med(warm_rate), baseline_name="TFRecordDataset on local disk",
+               baseline_value=med(local_rate), notes=notes),
+        Result(benchmark="export", metric="records/s, Delta -> TFRecord shards on MinIO",
+               unit="rec/s", value=manifest.source["rows"] / export_s,
+               baseline_name="plain Parquet write of the same rows to MinIO",
+               baseline_value=manifest.source["rows"] / parquet_s,
+               notes=f"{manifest.source['rows']} records, {len(manifest.shards)} shards, local[2]"),
+    ]
+
+_ = Path  # (kept for type readers: paths above are pathlib.Path)

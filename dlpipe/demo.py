@@ -1,9 +1,11 @@
 """``dlpipe demo``: what a new user runs first, on the local stack, end to end so far.
 
 stack up -> produce the scikit-learn digits with bad records of every kind and some
-duplicates -> ingest them into clean and quarantine Delta tables on MinIO -> summary.
-Later stages (export, train, serve, score) join as they are built. Running it again sends
-the same ids again, which ingest then counts as duplicates: nothing is written twice.
+duplicates -> ingest them into clean and quarantine Delta tables on MinIO -> export the
+clean table's latest version as TFRecord shards with a manifest -> summary. Later stages
+(train, serve, score) join as they are built. Running it again sends the same ids again,
+which ingest then counts as duplicates: nothing is written twice, and an already exported
+version is not exported again.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ def run(cfg: Config, *, cluster: bool = False, count: int = 1797) -> int:
     from dlpipe.session import get_spark
     from dlpipe.sources import digits
     from dlpipe.stack.stack import Stack
+    from spark_jobs.export import job as export_job
     from spark_jobs.ingest import job
 
     started = time.monotonic()
@@ -39,9 +42,12 @@ def run(cfg: Config, *, cluster: bool = False, count: int = 1797) -> int:
         spark = get_spark(cfg, app_name="dlpipe-demo", master="cluster" if cluster else None)
     with step("ingesting Kafka -> clean + quarantine Delta tables on MinIO"):
         job.run(spark, cfg, once=True)
+    with step("exporting the clean table -> TFRecord shards + manifest on MinIO"):
+        manifest = export_job.export(spark, cfg)
     say(f"\nproduced {report.sent:,} messages ({dict(report.by_kind)}); log: {log}")
     say(f"clean table:      {cfg.tables.clean}")
     say(f"quarantine table: {cfg.tables.quarantine}")
+    say(f"training dataset: {manifest.uri} (Delta version {manifest.delta_version})")
     say(f"demo finished in {time.monotonic() - started:.0f}s; the stack keeps running "
         "(`dlpipe stack status`, `dlpipe stack down`). `dlpipe smoke` checks Spark, Delta, "
         "Kafka and 2-worker TensorFlow training on it.")

@@ -73,7 +73,8 @@ def test_manifest_counts_match_the_delta_version_it_names(ingested, exported):
     for r in rows:
         want[split_of(r["id"], fractions, salt=salt)][r["label"]] += 1
     for split, counter in want.items():
-        assert exported.counts[split] == {"records": sum(counter.values()), "by_class": dict(sorted(counter.items()))}
+        want_counts = {"records": sum(counter.values()), "by_class": dict(sorted(counter.items()))}
+        assert exported.counts[split] == want_counts
         shards = exported.shards_of(split)
         assert sum(s.records for s in shards) == sum(counter.values())
     assert len(exported.shards_of("train")) >= ingested.training.workers
@@ -174,7 +175,8 @@ def test_bad_shards_stop_the_reader_with_their_name(cfg, exported, cache, kind, 
     import tensorflow as tf
 
     ds = make_dataset(bad, "train", cache=cache, batch_size=64, shuffle=False)
-    with pytest.raises(tf.errors.OpError, match=f"ShardError: shard {re.escape(bad.shard_uri(target))} {message}"):
+    named = f"ShardError: shard {re.escape(bad.shard_uri(target))} {message}"
+    with pytest.raises(tf.errors.OpError, match=named):
         for _ in ds:
             pass
     leftovers = sorted(p.name for p in cache.dir.iterdir())
@@ -207,5 +209,5 @@ def test_a_killed_export_publishes_nothing_and_the_next_one_cleans_up(spark, ing
     assert len(manifest.shards_of("train")) > 5
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=f"{dataset}/").get("Contents", [])]
     assert not [k for k in keys if f"/{STAGING}/" in k], "stale staging removed"
-    assert json.loads(client.get_object(Bucket=bucket, Key=f"{manifest.prefix}/manifest.json")["Body"].read())[
-        "export_id"] == manifest.export_id
+    published = client.get_object(Bucket=bucket, Key=f"{manifest.prefix}/manifest.json")["Body"].read()
+    assert json.loads(published)["export_id"] == manifest.export_id

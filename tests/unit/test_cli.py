@@ -20,7 +20,7 @@ def _all_parsers(parser: argparse.ArgumentParser, path=()):
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     paths = [p for p, _ in _all_parsers(cli.build_parser())]
     assert ("stack", "up") in paths and ("smoke",) in paths and ("demo",) in paths
-    assert {("produce",), ("ingest",)} <= set(paths)
+    assert {("produce",), ("ingest",), ("export",)} <= set(paths)
     for path in paths:
         with pytest.raises(SystemExit) as done:
             cli.main([*path, "--help"])

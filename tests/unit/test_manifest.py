@@ -52,7 +52,7 @@ def test_workers_get_disjoint_shards_that_cover_the_split():
 
 
 def test_too_few_shards_for_the_workers_is_an_error_with_the_fix():
-    with pytest.raises(DlpipeError, match="1 test shard.*for 2 workers"):
+    with pytest.raises(DlpipeError, match=r"1 test shard\(s\) for 2 workers"):
         worker_shards(manifest(), "test", worker=0, workers=2)
     with pytest.raises(DlpipeError, match="unknown split"):
         worker_shards(manifest(), "eval", worker=0, workers=1)

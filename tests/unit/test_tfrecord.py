@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from dlpipe.tfrecord import FEATURES, encode_example, frame, masked_crc32c, read_records
+from dlpipe.tfrecord import FEATURES, encode_example, frame, read_records
 
 RECORDS = [
     {"image": b"\x89PNG\r\n" + bytes(range(256)) * 40, "label": 7, "id": "digits-000001",

@@ -104,6 +104,8 @@ JOBS: dict[str, tuple[str, str]] = {
                "Kafka -> clean and quarantine Delta tables on MinIO (Structured Streaming)"),
     "export": ("spark_jobs.export.job",
                "a pinned Delta version -> TFRecord shards + manifest on MinIO"),
+    "train": ("spark_jobs.train.job",
+              "multi-worker CNN training on Spark barrier tasks; checkpoints, resume, versioned export"),
 }
 
 

@@ -169,6 +169,17 @@ class ExportConfig:
 @dataclass(frozen=True)
 class TrainingConfig:
     workers: int = 2
+    model_name: str = "digits-cnn"
+    architecture: str = "small"
+    epochs: int = 12
+    batch_size: int = 64
+    learning_rate: float = 0.002
+    checkpoint_every_steps: int = 0
+    augment: bool = False
+    shuffle_buffer: int = 10_000
+    seed: int = 0
+    min_test_accuracy: float = 0.95
+    use_gpu: bool = False
 
 
 @dataclass(frozen=True)

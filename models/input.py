@@ -55,18 +55,23 @@ def make_dataset(
     worker: int = 0, workers: int = 1, epochs: int | None = 1, shuffle: bool = True,
     shuffle_buffer: int = 10_000, seed: int = 0, augment: bool = False,
     drop_remainder: bool = False, include_id: bool = False, prefetch_shards: int = 2,
-    cycle_length: int = 4,
+    cycle_length: int = 4, record_sharding: bool = False,
 ) -> Any:
     """Batches of ``(images, labels)`` (or ``(images, labels, ids)``) for one worker.
 
     ``epochs=None`` repeats forever (use ``steps_per_epoch``); records never cross an epoch
     boundary, so each epoch holds each of this worker's records exactly once.
+    ``record_sharding`` lets a split with fewer shards than workers (a small validation
+    split) be read whole by every worker, which then keeps every ``workers``-th record.
     """
     import tensorflow as tf
 
     from models.preprocess import augment_images, decode_images
 
-    mine = worker_shards(manifest, split, worker=worker, workers=workers)
+    split_shards = len(manifest.shards_of(split))
+    by_record = record_sharding and split_shards < workers
+    mine = (worker_shards(manifest, split, worker=0, workers=1) if by_record
+            else worker_shards(manifest, split, worker=worker, workers=workers))
     image = manifest.image
     spec = feature_spec(manifest)
 
@@ -80,7 +85,9 @@ def make_dataset(
         records = paths.interleave(
             lambda p: tf.data.TFRecordDataset(p, buffer_size=1 << 20),
             cycle_length=min(cycle_length, len(mine)), num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=not shuffle)
+            deterministic=not shuffle or by_record)
+        if by_record:
+            records = records.shard(workers, worker)
         if shuffle:
             records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         return records

@@ -16,17 +16,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def cluster(stack):
-    services = stack.cluster_services()
-    already = all(s.pid() is not None and s.is_healthy() for s in services)
-    stack.up(cluster=True)
-    yield stack.cfg
-    if not already:
-        for svc in reversed(services):
-            svc.stop(stack.cfg.stack.stop_timeout_s)
-
-
 def test_spark_submit_runs_a_job_on_the_standalone_cluster(cluster, test_env) -> None:
     cfg = cluster
     status = spark_master_status(cfg)

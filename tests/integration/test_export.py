@@ -26,27 +26,9 @@ from dlpipe.shard_cache import RemoteShard, ShardCache
 from models.input import make_dataset
 from spark_jobs.export import job as export_job
 from spark_jobs.export.transforms import split_of
-from spark_jobs.ingest import job as ingest_job
-from tests.helpers import isolated, read_delta_with_delta_rs, send
+from tests.helpers import read_delta_with_delta_rs
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def ingested(spark, cfg, tmp_path_factory):
-    """About 1,500 clean digits in their own Delta table, ingested in two runs (two versions)."""
-    cfg = isolated(cfg, "export")
-    log = tmp_path_factory.mktemp("export") / "sent.jsonl"
-    send(cfg, log, count=1200, bad_fraction=0.02, duplicate_fraction=0.01)
-    ingest_job.run(spark, cfg, once=True)
-    send(cfg, log.with_name("more.jsonl"), count=400, start=1200)
-    ingest_job.run(spark, cfg, once=True)
-    return with_overrides(cfg, {"export.dataset": f"test-{uuid.uuid4().hex[:8]}"})
-
-
-@pytest.fixture(scope="module")
-def exported(spark, ingested):
-    return export_job.export(spark, ingested)
 
 
 @pytest.fixture()

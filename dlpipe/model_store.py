@@ -1,0 +1,115 @@
+"""Versioned models on the object store, in the TensorFlow Serving layout.
+
+::
+
+    s3://<models bucket>/<model>/<version>/saved_model.pb, variables/, assets/   (TF Serving)
+    s3://<models bucket>/<model>/<version>/metrics.json, dataset-manifest.json,
+                                           training-config.json
+    s3://<models bucket>/<model>/<version>/dlpipe-model.json     (written last: complete)
+    s3://<models bucket>/<model>/_versions/<version>             (version reservations)
+    s3://<models bucket>/<model>/_staging/<version>-<id>/...     (uploads in flight)
+
+A version number is reserved with a conditional PUT (If-None-Match), so two trainings never
+get the same one. Files are uploaded to staging, copied into the version folder with
+``saved_model.pb`` last, then ``dlpipe-model.json`` marks the version complete and says
+whether it is promoted. Serving takes the newest complete, promoted version.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dlpipe.errors import DlpipeError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+MARKER = "dlpipe-model.json"
+
+
+def _versions_in(client: S3Client, bucket: str, prefix: str) -> list[int]:
+    out = []
+    for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        for entry in page.get("CommonPrefixes", []):
+            name = entry["Prefix"].rstrip("/").rsplit("/", 1)[-1]
+            if name.isdigit():
+                out.append(int(name))
+        for obj in page.get("Contents", []):
+            name = obj["Key"].rsplit("/", 1)[-1]
+            if name.isdigit():
+                out.append(int(name))
+    return sorted(set(out))
+
+
+def read_info(client: S3Client, bucket: str, model: str, version: int) -> dict[str, Any] | None:
+    """The version's ``dlpipe-model.json``, or None while it is incomplete."""
+    key = f"{model}/{version}/{MARKER}"
+    try:
+        return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except client.exceptions.NoSuchKey:
+        return None
+
+
+def complete_versions(client: S3Client, bucket: str, model: str) -> list[dict[str, Any]]:
+    """Info of every complete version, oldest first."""
+    infos = (read_info(client, bucket, model, v) for v in _versions_in(client, bucket, f"{model}/"))
+    return [i for i in infos if i is not None]
+
+
+def serving_version(client: S3Client, bucket: str, model: str) -> int | None:
+    """The newest complete version that was promoted (met the accuracy bar)."""
+    promoted = [i["version"] for i in complete_versions(client, bucket, model) if i.get("promoted")]
+    return max(promoted) if promoted else None
+
+
+def reserve_version(client: S3Client, bucket: str, model: str) -> int:
+    taken = set(_versions_in(client, bucket, f"{model}/")) | set(
+        _versions_in(client, bucket, f"{model}/_versions/"))
+    version = max(taken, default=0) + 1
+    for _ in range(100):
+        try:
+            client.put_object(Bucket=bucket, Key=f"{model}/_versions/{version}", Body=b"",
+                              IfNoneMatch="*")
+            return version
+        except client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412"):
+                raise
+            version += 1
+    raise DlpipeError(f"could not reserve a version of model {model!r} in s3://{bucket}")
+
+
+def publish_model(client: S3Client, bucket: str, model: str, saved_model_dir: Path, *,
+                  extras: dict[str, bytes], info: dict[str, Any]) -> int:
+    """Upload a SavedModel folder and its extras as the next version; returns the version."""
+    version = reserve_version(client, bucket, model)
+    staging = f"{model}/_staging/{version}-{uuid.uuid4().hex[:8]}"
+    files = sorted(p for p in Path(saved_model_dir).rglob("*") if p.is_file())
+    relative = [p.relative_to(saved_model_dir).as_posix() for p in files]
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda pair: client.upload_file(str(pair[0]), bucket, f"{staging}/{pair[1]}"),
+                      zip(files, relative, strict=True)))
+
+        def copy(rel: str) -> None:
+            client.copy({"Bucket": bucket, "Key": f"{staging}/{rel}"}, bucket, f"{model}/{version}/{rel}")
+
+        rest = [r for r in relative if r != "saved_model.pb"]
+        list(pool.map(copy, rest))
+    copy("saved_model.pb")  # last: TF Serving treats a folder with it as a loadable version
+    for name, body in extras.items():
+        client.put_object(Bucket=bucket, Key=f"{model}/{version}/{name}", Body=body)
+    marker = {**info, "version": version, "model": model,
+              "uri": f"s3://{bucket}/{model}/{version}/"}
+    client.put_object(Bucket=bucket, Key=f"{model}/{version}/{MARKER}",
+                      Body=json.dumps(marker, indent=1).encode(), ContentType="application/json")
+    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=f"{staging}/") for o in page.get("Contents", [])]
+    for start in range(0, len(keys), 1000):
+        client.delete_objects(Bucket=bucket, Delete={
+            "Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True})
+    return version

@@ -1,0 +1,209 @@
+"""What each Spark barrier task runs: one TensorFlow worker of a multi-worker training run.
+
+``train_worker`` is handed to spark-tensorflow-distributor's ``MirroredStrategyRunner``
+(``use_custom_strategy=True``), which sets ``TF_CONFIG`` for each task; with one worker it
+runs in the calling process. Every worker reads its own shards from the store, restores the
+run's latest checkpoint if there is one, and trains under ``MultiWorkerMirroredStrategy``;
+the chief mirrors checkpoints, metrics and TensorBoard files to the store each epoch and,
+at the end, evaluates, exports and publishes the model. TensorFlow is imported here, on the
+workers, never on the driver.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlpipe.config import Config
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything a worker needs, pickled to the barrier tasks (no credentials in it)."""
+
+    cfg: Config
+    run_id: str
+    model_name: str
+    architecture: str
+    manifest_json: str
+    workers: int
+    epochs: int
+    global_batch: int
+    learning_rate: float
+    steps_per_epoch: int
+    validation_steps: int
+    checkpoint_every_steps: int = 0
+    augment: bool = False
+    shuffle_buffer: int = 10_000
+    seed: int = 0
+    min_test_accuracy: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _task_index() -> int:
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    return int(tf_config.get("task", {}).get("index", 0))
+
+
+def train_worker(spec: TrainSpec) -> dict[str, Any]:
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tensorflow as tf
+
+    from dlpipe.manifest import Manifest
+    from dlpipe.s3 import s3_client
+    from dlpipe.shard_cache import ShardCache
+    from models.checkpoints import RunStore
+    from models.cnn import build_model
+    from models.input import make_dataset
+
+    keras = tf.keras
+    strategy = (tf.distribute.MultiWorkerMirroredStrategy() if spec.workers > 1
+                else tf.distribute.get_strategy())
+    index = _task_index()
+    chief = index == 0
+    cfg = spec.cfg
+    client = s3_client(cfg)
+    store = RunStore(client, cfg.buckets.checkpoints, spec.run_id)
+    manifest = Manifest.from_json(spec.manifest_json, where="the run's dataset manifest")
+    image = manifest.image
+    shape = (image["height"], image["width"], image["channels"])
+    scratch = Path(tempfile.mkdtemp(prefix=f"dlpipe-train-{spec.run_id}-w{index}-"))
+    backup = scratch / "backup"
+    resumed = store.download_latest(backup / "chief")
+    cache = ShardCache.from_config(cfg)
+
+    def dataset_fn(split: str, *, training: bool):
+        def build(ctx: Any) -> Any:
+            return make_dataset(
+                manifest, split, cache=cache, batch_size=ctx.get_per_replica_batch_size(spec.global_batch),
+                worker=ctx.input_pipeline_id, workers=ctx.num_input_pipelines, epochs=None,
+                shuffle=training, shuffle_buffer=spec.shuffle_buffer, seed=spec.seed,
+                augment=training and spec.augment, drop_remainder=True, record_sharding=not training,
+                prefetch_shards=cfg.export.reader.prefetch_shards)
+        return strategy.distribute_datasets_from_function(build)
+
+    with strategy.scope():
+        model = build_model(spec.architecture, input_shape=shape, num_classes=len(manifest.classes))
+        model.compile(optimizer=keras.optimizers.Adam(spec.learning_rate),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+    callbacks = [keras.callbacks.BackupAndRestore(
+        str(backup), save_freq=spec.checkpoint_every_steps or "epoch", delete_checkpoint=False)]
+    if chief:
+        callbacks += [_mirror_callback(store, backup / "chief", scratch / "tensorboard", spec, resumed),
+                      keras.callbacks.TensorBoard(str(scratch / "tensorboard"), write_graph=False,
+                                                  profile_batch=0)]
+    validation = dataset_fn("validation", training=False) if spec.validation_steps else None
+    model.fit(dataset_fn("train", training=True), epochs=spec.epochs, steps_per_epoch=spec.steps_per_epoch,
+              validation_data=validation, validation_steps=spec.validation_steps or None,
+              callbacks=callbacks, verbose=0)
+    weights = model.get_weights()  # on every worker: reading synced state may be collective
+    total_steps = int(model.optimizer.iterations.numpy())
+    if not chief:
+        shutil.rmtree(scratch, ignore_errors=True)
+        return {"worker": index}
+    result = _evaluate_and_publish(spec, manifest, cache, weights, shape, scratch, total_steps, resumed)
+    store.mark_done(result)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return result
+
+
+def _evaluate_and_publish(spec: TrainSpec, manifest: Any, cache: Any, weights: list, shape: tuple,
+                          scratch: Path, total_steps: int, resumed: dict | None) -> dict[str, Any]:
+    import numpy as np
+    import tensorflow as tf
+
+    from dlpipe.model_store import publish_model
+    from dlpipe.s3 import s3_client
+    from models.cnn import build_model
+    from models.input import make_dataset
+    from models.serving import save_serving_model
+
+    with tf.distribute.get_strategy().scope():
+        plain = build_model(spec.architecture, input_shape=shape, num_classes=len(manifest.classes))
+    plain.set_weights(weights)
+    metrics: dict[str, Any] = {}
+    for split in ("train", "validation", "test"):
+        if not manifest.shards_of(split) or manifest.counts[split]["records"] == 0:
+            continue
+        labels, predictions, losses = [], [], []
+        for images, y in make_dataset(manifest, split, cache=cache, batch_size=256, shuffle=False):
+            logits = plain(images, training=False)
+            loss = tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+            losses.append(loss.numpy())
+            labels.append(y.numpy())
+            predictions.append(np.argmax(logits.numpy(), axis=-1))
+        y_true, y_pred = np.concatenate(labels), np.concatenate(predictions)
+        confusion = np.zeros((len(manifest.classes),) * 2, dtype=int)
+        np.add.at(confusion, (y_true, y_pred), 1)
+        metrics[split] = {"records": len(y_true), "loss": float(np.concatenate(losses).mean()),
+                          "accuracy": float((y_true == y_pred).mean()),
+                          "confusion_matrix": confusion.tolist()}
+    test_accuracy = metrics.get("test", metrics.get("validation", {})).get("accuracy", 0.0)
+    promoted = test_accuracy >= spec.min_test_accuracy
+    saved = save_serving_model(plain, scratch / "saved_model", height=shape[0], width=shape[1],
+                               channels=shape[2], classes=list(manifest.classes))
+    config = {k: v for k, v in asdict(spec).items() if k not in ("cfg", "manifest_json")}
+    info = {"run_id": spec.run_id, "promoted": promoted, "test_accuracy": test_accuracy,
+            "min_test_accuracy": spec.min_test_accuracy, "total_steps": total_steps,
+            "dataset": manifest.uri, "delta_version": manifest.delta_version,
+            "delta_table": manifest.source["table"], "classes": list(manifest.classes),
+            "image": manifest.image, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    client = s3_client(spec.cfg)
+    version = publish_model(client, spec.cfg.buckets.models, spec.model_name, saved, extras={
+        "metrics.json": json.dumps({**metrics, "classes": list(manifest.classes)}, indent=1).encode(),
+        "dataset-manifest.json": spec.manifest_json.encode(),
+        "training-config.json": json.dumps(config, indent=1).encode(),
+    }, info=info)
+    return {**info, "version": version, "metrics": {k: {m: v for m, v in d.items() if m != "confusion_matrix"}
+                                                    for k, d in metrics.items()},
+            "resumed_from_epoch": None if resumed is None else resumed["epoch"],
+            "model_uri": f"s3://{spec.cfg.buckets.models}/{spec.model_name}/{version}/"}
+
+
+def _mirror_callback(store: Any, chief_dir: Path, tb_dir: Path, spec: TrainSpec,
+                     resumed: dict | None) -> Any:
+    """Chief only: after each backup, mirror checkpoint, metrics and TensorBoard to the store."""
+    import tensorflow as tf
+
+    class Mirror(tf.keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.records = store.metrics()
+            if resumed is not None:  # drop epochs the restored checkpoint does not contain
+                self.records = [r for r in self.records if r["epoch"] <= resumed["epoch"]]
+            self.resumed_epoch = None if resumed is None else resumed["epoch"]
+            self.seen: dict[str, float] = {}
+            self.epoch, self.started = 0, time.monotonic()
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.epoch, self.started = epoch, time.monotonic()
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            every = spec.checkpoint_every_steps
+            if every and (batch + 1) % every == 0 and (batch + 1) < spec.steps_per_epoch:
+                self._upload(epoch=self.epoch - 1, step=int(self.model.optimizer.iterations.numpy()))
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            seconds = time.monotonic() - self.started
+            step = int(self.model.optimizer.iterations.numpy())
+            self._upload(epoch=epoch, step=step)
+            self.records.append({
+                "epoch": epoch, "step": step, "seconds": round(seconds, 3),
+                "images_per_s": round(spec.steps_per_epoch * spec.global_batch / seconds, 1),
+                "resumed_from_epoch": self.resumed_epoch,
+                **{k: float(v) for k, v in (logs or {}).items()}})
+            store.write_metrics(self.records)
+            store.upload_tree(tb_dir, "tensorboard", seen=self.seen)
+
+        def _upload(self, *, epoch: int, step: int) -> None:
+            if chief_dir.is_dir():
+                store.upload_checkpoint(chief_dir, epoch=epoch, step=step)
+
+    return Mirror()

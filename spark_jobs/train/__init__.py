@@ -1,0 +1,1 @@
+"""Distributed training: dataset manifest -> multi-worker Keras CNN -> versioned SavedModel."""

@@ -1,0 +1,171 @@
+"""Train a CNN on an exported dataset with spark-tensorflow-distributor, resumable by run id.
+
+Run with spark-submit (connector jars from ``dlpipe jars``)::
+
+    spark-submit --master local[2] --jars "$(dlpipe jars)" spark_jobs/train/job.py \
+        --config conf/pipeline.yaml --workers 2 [--run-id ID] [--dataset NAME] [--version N]
+
+or as ``dlpipe train``. Each of ``--workers`` Spark barrier tasks runs one TensorFlow worker
+(MultiWorkerMirroredStrategy); ``--workers 1`` trains in this process without Spark. Running
+an existing run id again resumes from its last complete checkpoint on MinIO; a finished run
+id prints its result and exits. The driver prints one line per epoch as the chief reports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from dlpipe.cli import add_config_args, config_from_args
+from dlpipe.config import Config
+from dlpipe.errors import DlpipeError
+from dlpipe.progress import say
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from dlpipe.manifest import Manifest
+    from models.train import TrainSpec
+
+
+def make_spec(cfg: Config, manifest: Manifest, *, run_id: str, workers: int) -> TrainSpec:
+    from models.train import TrainSpec
+
+    t = cfg.training
+    if workers < 1:
+        raise DlpipeError("--workers must be at least 1")
+    train_records = manifest.counts["train"]["records"]
+    steps = train_records // t.batch_size
+    if steps < 1:
+        raise DlpipeError(f"the train split has {train_records} records, fewer than one global "
+                          f"batch of {t.batch_size}", fix="lower training.batch_size")
+    if len(manifest.shards_of("train")) < workers:
+        raise DlpipeError(f"{manifest.uri} has {len(manifest.shards_of('train'))} train shards for "
+                          f"{workers} workers",
+                          fix=f"dlpipe export --overwrite --set training.workers={workers}")
+    if t.batch_size % workers:
+        raise DlpipeError(f"training.batch_size {t.batch_size} does not split evenly over {workers} workers")
+    return TrainSpec(
+        cfg=cfg, run_id=run_id, model_name=t.model_name, architecture=t.architecture,
+        manifest_json=manifest.to_json(), workers=workers, epochs=t.epochs, global_batch=t.batch_size,
+        learning_rate=t.learning_rate, steps_per_epoch=steps,
+        validation_steps=manifest.counts["validation"]["records"] // t.batch_size,
+        checkpoint_every_steps=t.checkpoint_every_steps, augment=t.augment,
+        shuffle_buffer=t.shuffle_buffer, seed=t.seed, min_test_accuracy=t.min_test_accuracy,
+    )
+
+
+def _epoch_line(r: dict[str, Any], epochs: int) -> str:
+    val = (f"  val_loss {r['val_loss']:.4f}  val_acc {r['val_accuracy']:.4f}"
+           if "val_accuracy" in r else "")
+    return (f"train: epoch {r['epoch'] + 1}/{epochs}  loss {r['loss']:.4f}  acc {r['accuracy']:.4f}"
+            f"{val}  {r['images_per_s']:,.0f} img/s  step {r['step']}")
+
+
+class _EpochReporter(threading.Thread):
+    """Prints each epoch the chief records on the store, wherever the workers run."""
+
+    def __init__(self, store: Any, epochs: int, already: int) -> None:
+        super().__init__(daemon=True, name="epoch-reporter")
+        self.store, self.epochs, self.printed = store, epochs, already
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(2.0):
+            self.flush()
+
+    def flush(self) -> None:
+        try:
+            records = self.store.metrics()
+        except Exception:
+            return
+        for r in records[self.printed:]:
+            say(_epoch_line(r, self.epochs))
+        self.printed = max(self.printed, len(records))
+
+
+def train(spark: SparkSession | None, cfg: Config, *, workers: int, run_id: str | None = None,
+          dataset: str | None = None, version: int | None = None) -> dict[str, Any]:
+    from dlpipe.manifest import open_manifest
+    from dlpipe.s3 import s3_client
+    from models.checkpoints import RunStore
+    from models.train import train_worker
+
+    client = s3_client(cfg)
+    run_id = run_id or f"{cfg.training.model_name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    store = RunStore(client, cfg.buckets.checkpoints, run_id)
+    finished = store.done()
+    if finished is not None:
+        say(f"train: run {run_id} already finished: version {finished['version']} "
+            f"({finished['model_uri']})")
+        return finished
+    latest = store.latest()
+    if latest is not None:
+        say(f"train: resuming run {run_id} from its checkpoint after epoch {latest['epoch'] + 1} "
+            f"(step {latest['step']})")
+    manifest = open_manifest(client, cfg.buckets.datasets, dataset or cfg.export.dataset, version)
+    spec = make_spec(cfg, manifest, run_id=run_id, workers=workers)
+    say(f"train: run {run_id}: {spec.architecture} on {manifest.uri} (Delta v{manifest.delta_version}), "
+        f"{workers} worker(s), {spec.epochs} epochs x {spec.steps_per_epoch} steps, global batch "
+        f"{spec.global_batch}; checkpoints {store.uri}")
+    reporter = _EpochReporter(store, spec.epochs, already=len(store.metrics()) if latest else 0)
+    reporter.start()
+    started = time.monotonic()
+    try:
+        if workers == 1:
+            result = train_worker(spec)
+        else:
+            from spark_tensorflow_distributor import MirroredStrategyRunner
+
+            if spark is None:
+                raise DlpipeError("training with more than one worker needs a SparkSession")
+            runner = MirroredStrategyRunner(num_slots=workers, local_mode=False,
+                                            use_gpu=cfg.training.use_gpu, use_custom_strategy=True)
+            result = runner.run(train_worker, spec=spec)
+    finally:
+        reporter.stop.set()
+        reporter.flush()
+    seconds = time.monotonic() - started
+    metrics = result["metrics"]
+    say(f"train: {result['model_uri']} in {seconds:.0f}s; " + ", ".join(
+        f"{split} acc {m['accuracy']:.4f}" for split, m in metrics.items())
+        + (" (promoted)" if result["promoted"] else
+           f" (NOT promoted: test accuracy below {result['min_test_accuracy']})"))
+    return result
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="dlpipe train", description=__doc__.split("\n\n")[0])
+    add_config_args(parser)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="TensorFlow workers, one Spark barrier task each (default: training.workers)")
+    parser.add_argument("--run-id", default=None,
+                        help="name of the run; an existing one resumes (default: <model>-<UTC time>)")
+    parser.add_argument("--dataset", default=None, help="dataset name (default: export.dataset)")
+    parser.add_argument("--version", type=int, default=None,
+                        help="dataset version, i.e. the Delta version exported (default: newest)")
+    parser.add_argument("--epochs", type=int, default=None, help="override training.epochs")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None) -> int:
+    from dlpipe.config import with_overrides
+    from dlpipe.session import get_spark
+
+    args = parse_args(argv)
+    cfg = config_from_args(args)
+    if args.epochs is not None:
+        cfg = with_overrides(cfg, {"training.epochs": args.epochs})
+    workers = args.workers or cfg.training.workers
+    session = None if workers == 1 else get_spark(cfg, app_name="dlpipe-train", spark=spark)
+    train(session, cfg, workers=workers, run_id=args.run_id, dataset=args.dataset, version=args.version)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Distributed training end to end: 2 TensorFlow workers in Spark barrier tasks, fed from the
+exported digits on MinIO; checkpoints, resume after SIGKILL, versioned SavedModel export."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dlpipe.config import with_overrides
+from dlpipe.install import locate
+from dlpipe.model_store import complete_versions, read_info, serving_version
+from dlpipe.s3 import s3_client
+from models.checkpoints import CheckpointError, RunStore
+from spark_jobs.train import job as train_job
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+EPOCHS = 6
+
+
+@pytest.fixture(scope="module")
+def train_cfg(ingested, exported):
+    return with_overrides(ingested, {"training.epochs": EPOCHS,
+                                     "training.model_name": f"test-cnn-{uuid.uuid4().hex[:6]}"})
+
+
+@pytest.fixture(scope="module")
+def trained(spark, train_cfg):
+    """An uninterrupted 2-worker run."""
+    return train_job.train(spark, train_cfg, workers=2, run_id=f"full-{uuid.uuid4().hex[:6]}")
+
+
+def test_two_workers_reach_95_percent_and_export_version_1_with_lineage(trained, train_cfg, exported):
+    assert trained["version"] == 1 and trained["promoted"]
+    assert trained["metrics"]["test"]["accuracy"] >= 0.95, trained["metrics"]
+    client, bucket = s3_client(train_cfg), train_cfg.buckets.models
+    name = train_cfg.training.model_name
+    keys = {o["Key"].split("/", 2)[2] for o in client.list_objects_v2(
+        Bucket=bucket, Prefix=f"{name}/1/")["Contents"]}
+    assert {"saved_model.pb", "metrics.json", "dataset-manifest.json", "training-config.json",
+            "dlpipe-model.json"} <= keys
+    assert any(k.startswith("variables/") for k in keys)
+    body = client.get_object(Bucket=bucket, Key=f"{name}/1/dataset-manifest.json")["Body"].read()
+    lineage = json.loads(body)
+    assert lineage["source"]["delta_version"] == exported.delta_version
+    assert lineage["export_id"] == exported.export_id
+    metrics = json.loads(client.get_object(Bucket=bucket, Key=f"{name}/1/metrics.json")["Body"].read())
+    confusion = np.array(metrics["test"]["confusion_matrix"])
+    assert confusion.sum() == exported.counts["test"]["records"]
+    assert confusion.trace() / confusion.sum() == pytest.approx(metrics["test"]["accuracy"])
+    store = RunStore(client, train_cfg.buckets.checkpoints, trained["run_id"])
+    assert [r["epoch"] for r in store.metrics()] == list(range(EPOCHS))
+    assert store.latest()["epoch"] == EPOCHS - 1
+    tensorboard = client.list_objects_v2(Bucket=train_cfg.buckets.checkpoints,
+                                         Prefix=f"{store.prefix}/tensorboard/")
+    assert any("tfevents" in o["Key"] for o in tensorboard.get("Contents", []))
+
+
+def test_export_loads_with_both_signatures_that_agree(trained, train_cfg, exported, tmp_path):
+    import tensorflow as tf
+
+    client = s3_client(train_cfg)
+    local = tmp_path / "model"
+    prefix = f"{train_cfg.training.model_name}/{trained['version']}/"
+    for obj in client.list_objects_v2(Bucket=train_cfg.buckets.models, Prefix=prefix)["Contents"]:
+        target = local / obj["Key"][len(prefix):]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(train_cfg.buckets.models, obj["Key"], str(target))
+    cli = Path(sys.executable).parent / "saved_model_cli"
+    shown = subprocess.run([str(cli), "show", "--dir", str(local), "--all"], capture_output=True,
+                           text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    for signature in ("serving_default", "serving_bytes", "serving_pixels"):
+        assert f"signature_def['{signature}']" in shown.stdout
+
+    loaded = tf.saved_model.load(str(local))
+    shard = exported.shards_of("test")[0]
+    spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
+    path = tmp_path / "test.tfrecord"
+    client.download_file(exported.bucket, exported.key(shard), str(path))
+    batch = tf.io.parse_example(next(iter(tf.data.TFRecordDataset(str(path)).batch(50))), spec)
+    by_bytes = loaded.signatures["serving_bytes"](image_bytes=batch["image"])
+    pixels = tf.concat([tf.cast(tf.io.decode_png(b, channels=1), tf.float32)[None] / 255.0
+                        for b in batch["image"]], axis=0)
+    by_pixels = loaded.signatures["serving_pixels"](pixels=pixels)
+    np.testing.assert_allclose(by_bytes["probabilities"].numpy(), by_pixels["probabilities"].numpy(),
+                               rtol=1e-5, atol=1e-6)
+    assert (by_bytes["class_index"].numpy() == batch["label"].numpy()).mean() > 0.9
+    names = [n.decode() for n in by_bytes["class_name"].numpy()]
+    assert names == [exported.classes[i] for i in by_bytes["class_index"].numpy()]
+
+
+def test_versions_increase_and_an_unpromoted_model_is_not_served(spark, trained, train_cfg):
+    strict = with_overrides(train_cfg, {"training.min_test_accuracy": 1.01, "training.epochs": 1})
+    second = train_job.train(spark, strict, workers=1, run_id=f"strict-{uuid.uuid4().hex[:6]}")
+    assert second["version"] == trained["version"] + 1 and not second["promoted"]
+    client, bucket, name = s3_client(train_cfg), train_cfg.buckets.models, train_cfg.training.model_name
+    assert [i["version"] for i in complete_versions(client, bucket, name)] == [1, 2]
+    assert serving_version(client, bucket, name) == trained["version"]
+    assert read_info(client, bucket, name, 2)["promoted"] is False
+    again = train_job.train(spark, strict, workers=1, run_id=second["run_id"])
+    assert again["version"] == second["version"], "a finished run id is not trained again"
+
+
+def test_a_killed_run_resumes_after_its_last_checkpoint_with_the_same_total_steps(
+        spark, trained, train_cfg, test_env):
+    run_id = f"resume-{uuid.uuid4().hex[:6]}"
+    store = RunStore(s3_client(train_cfg), train_cfg.buckets.checkpoints, run_id)
+    flags = [f"--set=export.dataset={train_cfg.export.dataset}",
+             f"--set=training.model_name={train_cfg.training.model_name}", f"--epochs={EPOCHS}",
+             "--workers=2", f"--run-id={run_id}", "--set=spark.master=local[2]"]
+    proc = subprocess.Popen([sys.executable, "-m", "dlpipe.cli", "train", *flags], env=test_env,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        latest = store.latest()
+        if latest is not None and latest["epoch"] >= 1:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    output = proc.communicate()[0].decode(errors="replace")
+    killed_at = store.latest()
+    assert killed_at is not None and killed_at["epoch"] < EPOCHS - 1, output[-3000:]
+    assert store.done() is None
+
+    result = train_job.train(spark, train_cfg, workers=2, run_id=run_id)
+    records = store.metrics()
+    epochs = [r["epoch"] for r in records]
+    assert epochs == list(range(EPOCHS)), "every epoch recorded once"
+    k = killed_at["epoch"]
+    resumed = [r for r in records if r["resumed_from_epoch"] == k]
+    assert resumed and resumed[0]["epoch"] == k + 1, "training continued at epoch k+1"
+    assert result["resumed_from_epoch"] == k
+    assert result["total_steps"] == trained["total_steps"] == records[-1]["step"]
+    assert result["version"] > trained["version"]
+
+
+def test_a_corrupt_latest_checkpoint_is_an_error_not_a_fresh_start(spark, trained, train_cfg):
+    client, bucket = s3_client(train_cfg), train_cfg.buckets.checkpoints
+    source = RunStore(client, bucket, trained["run_id"]).latest()
+    run_id = f"corrupt-{uuid.uuid4().hex[:6]}"
+    target = RunStore(client, bucket, run_id)
+    for name in source["files"]:
+        body = client.get_object(Bucket=bucket, Key=f"{source['folder']}/{name}")["Body"].read()
+        if ".data-" in name:
+            body = body[:-10]
+        client.put_object(Bucket=bucket, Key=f"{target.prefix}/ckpt-1/{name}", Body=body)
+    client.put_object(Bucket=bucket, Key=f"{target.prefix}/latest.json", Body=json.dumps(
+        {**source, "folder": f"{target.prefix}/ckpt-1"}).encode())
+    with pytest.raises(CheckpointError, match=r"checkpoint s3://.*/ckpt-1 is corrupt: ckpt-\d+\.data-"):
+        train_job.train(spark, train_cfg, workers=1, run_id=run_id)
+    assert target.done() is None and target.metrics() == []
+
+
+def test_two_workers_on_the_standalone_cluster_train_and_export(cluster, train_cfg, test_env):
+    master = f"spark://{cluster.stack.host}:{cluster.stack.spark_cluster.master_port}"
+    jars = ",".join(str(p) for p in locate().spark_jar_paths())
+    run_id = f"cluster-{uuid.uuid4().hex[:6]}"
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "spark-submit"), "--master", master, "--jars", jars,
+         "--conf", "spark.executor.memory=1500m", "--conf", "spark.cores.max=2",
+         str(ROOT / "spark_jobs" / "train" / "job.py"), "--workers", "2", "--epochs", "2",
+         f"--run-id={run_id}", f"--set=export.dataset={train_cfg.export.dataset}",
+         f"--set=training.model_name={train_cfg.training.model_name}"],
+        capture_output=True, text=True, env={**test_env, "PYSPARK_PYTHON": sys.executable},
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert "train: epoch 2/2" in out.stderr
+    done = RunStore(s3_client(train_cfg), train_cfg.buckets.checkpoints, run_id).done()
+    assert done is not None and done["version"] >= 1
+    assert train_cfg.s3_credentials()[1] not in out.stdout + out.stderr

@@ -18,24 +18,11 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.data import synthetic_overrides, synthetic_table
 from bench.harness import Context, Result, median_rate
 
 TARGET = 0.9
 BATCH = 256
-
-def _table(spark, cfg, path: str, count: int) -> None:
-    import pandas as pd
-
-    from dlpipe.sources import SYNTHETIC_CLASSES, synthetic
-
-    rows = []
-    for sample, _ in zip(synthetic(size=32), range(count), strict=False):
-        rows.append({"id": f"syn-{sample.index:07d}", "label": sample.label,
-                     "label_index": SYNTHETIC_CLASSES.index(sample.label),
-                     "image_png": sample.image.data, "height": 32, "width": 32, "channels": 3})
-    df = spark.createDataFrame(pd.DataFrame(rows), schema=(
-        "id STRING, label STRING, label_index INT, image_png BINARY, height INT, width INT, channels INT"))
-    df.repartition(4).write.format("delta").mode("overwrite").save(path)
 
 def run(ctx: Context) -> list[Result]:
     import tensorflow as tf
@@ -44,7 +31,6 @@ def run(ctx: Context) -> list[Result]:
     from dlpipe.s3 import s3_client
     from dlpipe.session import get_spark
     from dlpipe.shard_cache import ShardCache
-    from dlpipe.sources import SYNTHETIC_CLASSES
     from models.input import feature_spec, make_dataset
     from models.preprocess import decode_images
     from spark_jobs.export import job as export_job
@@ -53,15 +39,11 @@ def run(ctx: Context) -> list[Result]:
     repeats = 3 if ctx.quick else 5
     run_id = uuid.uuid4().hex[:8]
     lake = ctx.cfg.buckets.lake
-    cfg = with_overrides(ctx.cfg, {
-        "tables.clean": f"s3a://{lake}/bench/reader-{run_id}/clean",
-        "ingest.classes": list(SYNTHETIC_CLASSES), "ingest.image.target_height": 32,
-        "ingest.image.target_width": 32, "ingest.image.target_channels": 3,
-        "export.shard_target_mb": 8 if ctx.quick else 32,
-    })
+    cfg = with_overrides(ctx.cfg, {**synthetic_overrides(lake, f"reader-{run_id}"),
+                                   "export.shard_target_mb": 8 if ctx.quick else 32})
     spark = get_spark(cfg, app_name="dlpipe-bench-reader", master="local[2]",
                       extra_conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2"})
-    _table(spark, cfg, cfg.tables.clean, count)
+    synthetic_table(spark, cfg.tables.clean, count)
 
     # -- export vs plain parquet write (warm both once on the same table) ----------------
     rows = spark.read.format("delta").load(cfg.tables.clean)

@@ -175,7 +175,9 @@ def test_two_workers_on_the_standalone_cluster_train_and_export(cluster, train_c
         timeout=900,
     )
     assert out.returncode == 0, out.stderr[-4000:]
-    assert "train: epoch 2/2" in out.stderr
+    # spark-submit's PythonRunner sends the driver's stderr to its own stdout
+    progress = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("train: ")]
+    assert any(line.startswith("train: epoch 2/2") for line in progress), progress
     done = RunStore(s3_client(train_cfg), train_cfg.buckets.checkpoints, run_id).done()
     assert done is not None and done["version"] >= 1
     assert train_cfg.s3_credentials()[1] not in out.stdout + out.stderr

@@ -98,7 +98,7 @@ def make_dataset(
     def parse(serialized: Any) -> Any:
         parsed = tf.io.parse_example(serialized, spec)
         pixels = decode_images(parsed["image"], height=image["height"], width=image["width"],
-                               channels=image["channels"])
+                               channels=image["channels"], resize=False)
         if augment:
             pixels = augment_images(pixels, seed=seed)
         if include_id:

@@ -10,24 +10,29 @@ from __future__ import annotations
 from typing import Any
 
 
-def decode_images(encoded: Any, *, height: int, width: int, channels: int) -> Any:
+def decode_images(encoded: Any, *, height: int, width: int, channels: int,
+                  resize: bool = True) -> Any:
     """A batch of PNG/JPEG bytes ``[B]`` -> float32 pixels ``[B, height, width, channels]`` in [0, 1].
 
-    Images of another size (serving requests) are resized bilinearly; exported training data
-    already has the model's size, so for it this is decode and scale only.
+    With ``resize`` (serving, scoring) images of another size are resized bilinearly. The
+    training input passes ``resize=False``: the export guarantees the size, and an image of
+    another size is then an error rather than a silent resize.
     """
     import tensorflow as tf
 
     def decode(one: Any) -> Any:
         image = tf.io.decode_image(one, channels=channels, expand_animations=False)
+        if not resize:
+            return tf.ensure_shape(image, [height, width, channels])
         same = tf.logical_and(tf.shape(image)[0] == height, tf.shape(image)[1] == width)
-        image = tf.cond(same, lambda: tf.cast(image, tf.float32),
-                        lambda: tf.image.resize(tf.cast(image, tf.float32), [height, width]))
+        image = tf.cond(same, lambda: image,
+                        lambda: tf.cast(tf.round(tf.clip_by_value(
+                            tf.image.resize(image, [height, width]), 0, 255)), tf.uint8))
         return tf.ensure_shape(image, [height, width, channels])
 
     pixels = tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec(
-        [height, width, channels], tf.float32))
-    return pixels / 255.0
+        [height, width, channels], tf.uint8))
+    return tf.cast(pixels, tf.float32) / 255.0
 
 
 def augment_images(images: Any, *, seed: int, max_shift: int = 2) -> Any:

@@ -63,6 +63,7 @@ def train_worker(spec: TrainSpec) -> dict[str, Any]:
     from models.input import make_dataset
 
     keras = tf.keras
+    keras.utils.set_random_seed(spec.seed)
     strategy = (tf.distribute.MultiWorkerMirroredStrategy() if spec.workers > 1
                 else tf.distribute.get_strategy())
     index = _task_index()
@@ -183,20 +184,23 @@ def _mirror_callback(store: Any, chief_dir: Path, tb_dir: Path, spec: TrainSpec,
             self.epoch, self.started = 0, time.monotonic()
 
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-            self.epoch, self.started = epoch, time.monotonic()
+            self.epoch, self.started, self.validating = epoch, time.monotonic(), 0.0
 
-        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-            every = spec.checkpoint_every_steps
-            if every and (batch + 1) % every == 0 and (batch + 1) < spec.steps_per_epoch:
-                self._upload(epoch=self.epoch - 1, step=int(self.model.optimizer.iterations.numpy()))
+        def on_test_begin(self, logs: dict | None = None) -> None:
+            self.validation_started = time.monotonic()
+
+        def on_test_end(self, logs: dict | None = None) -> None:
+            self.validating += time.monotonic() - self.validation_started
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             seconds = time.monotonic() - self.started
+            training = max(seconds - self.validating, 1e-9)
             step = int(self.model.optimizer.iterations.numpy())
             self._upload(epoch=epoch, step=step)
             self.records.append({
                 "epoch": epoch, "step": step, "seconds": round(seconds, 3),
-                "images_per_s": round(spec.steps_per_epoch * spec.global_batch / seconds, 1),
+                "train_seconds": round(training, 3),
+                "images_per_s": round(spec.steps_per_epoch * spec.global_batch / training, 1),
                 "resumed_from_epoch": self.resumed_epoch,
                 **{k: float(v) for k, v in (logs or {}).items()}})
             store.write_metrics(self.records)
@@ -206,4 +210,12 @@ def _mirror_callback(store: Any, chief_dir: Path, tb_dir: Path, spec: TrainSpec,
             if chief_dir.is_dir():
                 store.upload_checkpoint(chief_dir, epoch=epoch, step=step)
 
-    return Mirror()
+    class MirrorEverySteps(Mirror):
+        """Adds a batch hook only when asked: any batch hook makes Keras sync every step."""
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            every = spec.checkpoint_every_steps
+            if (batch + 1) % every == 0 and (batch + 1) < spec.steps_per_epoch:
+                self._upload(epoch=self.epoch - 1, step=int(self.model.optimizer.iterations.numpy()))
+
+    return MirrorEverySteps() if spec.checkpoint_every_steps else Mirror()

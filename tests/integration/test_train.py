@@ -24,7 +24,7 @@ from spark_jobs.train import job as train_job
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-EPOCHS = 6
+EPOCHS = 8
 
 
 @pytest.fixture(scope="module")

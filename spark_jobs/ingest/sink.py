@@ -101,9 +101,12 @@ class IngestSink:
                 append_once(T.quarantine_rows(marked, batch_id), tables.quarantine, app_id=app_id,
                             version=batch_id, partition_by=["ingest_date"])
             lap("write_quarantine")
-            append_once(clean.where("NOT is_duplicate AND NOT already_written")
-                        .drop("is_duplicate", "already_written"),
-                        tables.clean, app_id=app_id, version=batch_id, partition_by=["event_date"])
+            if candidates > duplicates or not table_exists(spark, tables.clean):
+                # Likewise for clean rows: an all-duplicate batch (a re-sent topic) must not
+                # add a Delta version, or every downstream export would see "new" data.
+                append_once(clean.where("NOT is_duplicate AND NOT already_written")
+                            .drop("is_duplicate", "already_written"),
+                            tables.clean, app_id=app_id, version=batch_id, partition_by=["event_date"])
             lap("write_clean")
             clean.unpersist()
         finally:

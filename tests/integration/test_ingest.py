@@ -84,6 +84,14 @@ def test_v2_records_map_by_config_and_resending_ids_counts_duplicates(spark, cfg
                   for r in rows) == [(f"v2-{i}", 2, f"cam-{i}", "scanner") for i in range(5)]
     assert [r["label"] for r in sorted(rows, key=lambda r: r["id"])] == [r["class_name"] for r in recs]
 
+    # The same ids sent again: all duplicates, counted, and the clean table gets no new version
+    # (an export would otherwise publish an identical "new" dataset).
+    version = read_delta_with_delta_rs(cfg, cfg.tables.clean).version()
+    produce(cfg, iter(msgs), count=5, rate=0, log_path=None)
+    again = job.run(spark, cfg, once=True)
+    assert [b["duplicates"] for b in again] == [5] and [b["clean"] for b in again] == [0]
+    assert read_delta_with_delta_rs(cfg, cfg.tables.clean).version() == version
+
 
 def test_sigkill_during_continuous_ingest_loses_and_duplicates_nothing(cfg, test_env, tmp_path):
     """Kill -9 the driver three times mid-stream; every produced id ends up exactly once."""

@@ -52,6 +52,21 @@ def _task_index() -> int:
 
 
 def train_worker(spec: TrainSpec) -> dict[str, Any]:
+    """Train in a fresh child process and return its result.
+
+    Spark reuses Python workers, and TensorFlow configures collective ops once per process:
+    a second run in a reused worker fails with "Collective ops are already configured". A
+    spawned child (which inherits ``TF_CONFIG``) also takes TensorFlow's memory and gRPC
+    server away with it when training ends. If the child dies, this raises.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_train, spec).result()
+
+
+def _train(spec: TrainSpec) -> dict[str, Any]:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import tensorflow as tf
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlpipe.errors import DlpipeError
+from dlpipe.s3 import delete_keys, list_keys
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -107,9 +108,5 @@ def publish_model(client: S3Client, bucket: str, model: str, saved_model_dir: Pa
               "uri": f"s3://{bucket}/{model}/{version}/"}
     client.put_object(Bucket=bucket, Key=f"{model}/{version}/{MARKER}",
                       Body=json.dumps(marker, indent=1).encode(), ContentType="application/json")
-    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=f"{staging}/") for o in page.get("Contents", [])]
-    for start in range(0, len(keys), 1000):
-        client.delete_objects(Bucket=bucket, Delete={
-            "Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True})
+    delete_keys(client, bucket, list_keys(client, bucket, f"{staging}/"))
     return version

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from dlpipe.config import Config
@@ -38,3 +39,22 @@ def split_uri(uri: str) -> tuple[str, str]:
         raise ValueError(f"not an s3:// or s3a:// URI: {uri!r}")
     bucket, _, key = rest.partition("/")
     return bucket, key
+
+
+def list_keys(client: S3Client, bucket: str, prefix: str) -> list[str]:
+    keys = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(obj["Key"] for obj in page.get("Contents", []))
+    return keys
+
+
+def delete_keys(client: S3Client, bucket: str, keys: Iterable[str]) -> int:
+    """Delete in batches of 1,000 (the S3 limit); a key S3 refuses to delete is an error."""
+    keys = list(keys)
+    for start in range(0, len(keys), 1000):
+        chunk = [{"Key": k} for k in keys[start:start + 1000]]
+        response = client.delete_objects(Bucket=bucket, Delete={"Objects": chunk, "Quiet": True})
+        if response.get("Errors"):
+            first = response["Errors"][0]
+            raise RuntimeError(f"could not delete s3://{bucket}/{first['Key']}: {first['Message']}")
+    return len(keys)

@@ -86,12 +86,11 @@ class RunStore:
         return latest
 
     def _drop_older_than(self, number: int) -> None:
+        from dlpipe.s3 import delete_keys, list_keys
+
         for n in range(max(1, number - 5), number):
-            keys = [o["Key"] for o in self.client.list_objects_v2(
-                Bucket=self.bucket, Prefix=f"{self.prefix}/ckpt-{n}/").get("Contents", [])]
-            if keys:
-                self.client.delete_objects(Bucket=self.bucket, Delete={
-                    "Objects": [{"Key": k} for k in keys], "Quiet": True})
+            old = list_keys(self.client, self.bucket, f"{self.prefix}/ckpt-{n}/")
+            delete_keys(self.client, self.bucket, old)
 
     def download_latest(self, local_dir: Path) -> dict[str, Any] | None:
         """Fetch and verify the latest checkpoint into ``local_dir``; None if the run is new."""

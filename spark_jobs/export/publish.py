@@ -9,33 +9,15 @@ at worst unpublished final keys, both of which no reader opens and the next expo
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from dlpipe.manifest import MANIFEST, STAGING, Manifest
 from dlpipe.progress import say
+from dlpipe.s3 import delete_keys, list_keys
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-
-def list_keys(client: S3Client, bucket: str, prefix: str) -> list[str]:
-    keys = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys.extend(obj["Key"] for obj in page.get("Contents", []))
-    return keys
-
-
-def delete_keys(client: S3Client, bucket: str, keys: Iterable[str]) -> int:
-    keys = list(keys)
-    for start in range(0, len(keys), 1000):
-        chunk = [{"Key": k} for k in keys[start:start + 1000]]
-        response = client.delete_objects(Bucket=bucket, Delete={"Objects": chunk, "Quiet": True})
-        if response.get("Errors"):
-            first = response["Errors"][0]
-            raise RuntimeError(f"could not delete s3://{bucket}/{first['Key']}: {first['Message']}")
-    return len(keys)
 
 
 def remove_stale_staging(client: S3Client, bucket: str, prefix: str) -> int:

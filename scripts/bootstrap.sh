@@ -54,3 +54,4 @@ fi
 
 # -- Kafka, MinIO, Spark connector jars ----------------------------------------------
 DLPIPE_HOME=$DLPIPE_HOME "$VENV/bin/dlpipe" install
+DLPIPE_HOME=$DLPIPE_HOME scripts/install_deploy_tools.sh

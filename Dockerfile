@@ -1,0 +1,93 @@
+# syntax=docker/dockerfile:1.7
+# One image for every dlpipe workload on Kubernetes: the Spark drivers and executors the Spark
+# operator starts (ingest, export + training, scoring), the storage initializer and
+# `dlpipe serve`. It holds Python 3.11 with the exact deps of requirements.lock, Spark (pyspark)
+# and every connector jar (Kafka, s3a, Delta) baked in: nothing is downloaded at run time.
+#
+#   docker build -t ghcr.io/dlpipe/dlpipe:0.1.0 .
+#   docker build -t ghcr.io/dlpipe/dlpipe:0.1.0-gpu --build-arg TF_VARIANT=gpu .   # CUDA TensorFlow
+#
+# Spark on Kubernetes starts pods with the arguments `driver ...` / `executor ...` and expects
+# Spark's own entrypoint to dispatch them; it is taken from the official Spark image (its
+# contract is the same across Spark 4.x). Any other command runs as given (`dlpipe serve ...`).
+
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+ARG SPARK_IMAGE=apache/spark:4.0.0
+
+FROM ${SPARK_IMAGE} AS spark-dist
+
+# -- build: the venv and the connector jars ------------------------------------------------
+FROM ${PYTHON_IMAGE} AS build
+ARG TF_VARIANT=cpu
+ARG UV_VERSION=0.13.9
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# Java and Maven only resolve the connector jars here (dlpipe.install, the same code as
+# `dlpipe install`); neither Maven nor the JDK reaches the final image.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends openjdk-17-jdk-headless maven \
+ && rm -rf /var/lib/apt/lists/*
+RUN pip install --no-cache-dir "uv==${UV_VERSION}"
+ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH UV_NO_CACHE=1
+WORKDIR /src
+COPY requirements.lock setup.cfg pyproject.toml README.md ./
+RUN uv venv --python /usr/local/bin/python3.11 /opt/venv \
+ && uv pip sync --python /opt/venv/bin/python requirements.lock
+# The GPU build swaps the CPU TensorFlow wheel for the CUDA one (same version, same API).
+RUN if [ "$TF_VARIANT" = "gpu" ]; then \
+      uv pip uninstall --python /opt/venv/bin/python tensorflow-cpu \
+      && uv pip install --python /opt/venv/bin/python "tensorflow[and-cuda]==2.21.0"; \
+    fi
+COPY dlpipe/ dlpipe/
+COPY models/ models/
+COPY spark_jobs/ spark_jobs/
+RUN uv pip install --python /opt/venv/bin/python --no-deps . \
+ && DLPIPE_HOME=/opt/dlpipe/tools python -c \
+    "from dlpipe.install import install_spark_jars, locate; install_spark_jars(locate())" \
+ && rm -rf /root/.m2
+
+# -- runtime --------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE}
+ARG TARGETARCH=amd64
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+LABEL org.opencontainers.image.title="dlpipe" \
+      org.opencontainers.image.description="Kafka -> Spark -> Delta -> TFRecord -> TensorFlow -> serving" \
+      org.opencontainers.image.licenses="Apache-2.0"
+# A JRE for Spark, tini as PID 1 (Spark's entrypoint uses it), procps for Spark's scripts.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends openjdk-17-jre-headless tini procps \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --gid 10001 dlpipe \
+ && useradd --uid 10001 --gid 10001 --home-dir /home/dlpipe --create-home --shell /usr/sbin/nologin dlpipe
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/dlpipe/tools /opt/dlpipe/tools
+COPY --from=spark-dist /opt/entrypoint.sh /opt/decom.sh /opt/
+COPY conf/ /opt/dlpipe/conf/
+COPY spark_jobs/ /opt/dlpipe/spark_jobs/
+# Spark's GPU discovery script (spark.executor.resource.gpu.discoveryScript): the GPUs the
+# container sees, as {"name": "gpu", "addresses": [...]}. The single quotes are deliberate:
+# the script's own variables expand when Spark runs it, not at build time.
+# hadolint ignore=SC2016
+RUN mkdir -p /opt/dlpipe/bin \
+ && printf '%s\n' '#!/usr/bin/env bash' 'set -euo pipefail' \
+      'ADDRS=$(nvidia-smi --query-gpu=index --format=csv,noheader | paste -sd, - | sed "s/,/\",\"/g")' \
+      'echo "{\"name\": \"gpu\", \"addresses\": [\"$ADDRS\"]}"' > /opt/dlpipe/bin/get-gpus-resources.sh \
+ && chmod 0755 /opt/dlpipe/bin/get-gpus-resources.sh /opt/entrypoint.sh /opt/decom.sh
+ENV JAVA_HOME=/usr/lib/jvm/java-17-openjdk-${TARGETARCH} \
+    SPARK_HOME=/opt/venv/lib/python3.11/site-packages/pyspark \
+    PATH=/opt/venv/bin:/opt/venv/lib/python3.11/site-packages/pyspark/bin:$PATH \
+    PYSPARK_PYTHON=/opt/venv/bin/python \
+    PYSPARK_DRIVER_PYTHON=/opt/venv/bin/python \
+    DLPIPE_HOME=/opt/dlpipe/tools \
+    DLPIPE_CONFIG=/opt/dlpipe/conf/pipeline.yaml \
+    TF_USE_LEGACY_KERAS=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+WORKDIR /opt/dlpipe
+USER 10001:10001
+# The server's liveness endpoint; Spark pods and the storage initializer are checked by
+# Kubernetes and the Spark operator instead.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8501/healthz', timeout=4).status != 200)"]
+EXPOSE 8500 8501
+ENTRYPOINT ["/opt/entrypoint.sh"]
+CMD ["dlpipe", "--help"]

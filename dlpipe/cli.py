@@ -46,7 +46,7 @@ def cmd_install(args: argparse.Namespace) -> int:
 def cmd_jars(args: argparse.Namespace) -> int:
     from dlpipe.install import require_installed
 
-    print(",".join(str(p) for p in require_installed().spark_jar_paths()))
+    print(",".join(str(p) for p in require_installed(spark_only=True).spark_jar_paths()))
     return 0
 
 
@@ -106,13 +106,21 @@ JOBS: dict[str, tuple[str, str]] = {
                "a pinned Delta version -> TFRecord shards + manifest on MinIO"),
     "train": ("spark_jobs.train.job",
               "multi-worker CNN training on Spark barrier tasks; checkpoints, resume, versioned export"),
+    "retrain": ("spark_jobs.retrain",
+                "export the clean table's latest version, then train on it (the scheduled job)"),
+    "serve": ("dlpipe.serving.server",
+              "serve the newest promoted models over the TF Serving REST and gRPC APIs (hot reload)"),
+    "score": ("spark_jobs.score.job",
+              "batch inference over the clean table into the predictions Delta table"),
+    "models": ("dlpipe.models_cli",
+               "list model versions, or copy promoted ones to a folder TF Serving reads (sync)"),
 }
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from dlpipe import demo
 
-    return demo.run(config_from_args(args), cluster=args.cluster)
+    return demo.run(config_from_args(args), cluster=args.cluster, count=args.count)
 
 
 def _passthrough(args: argparse.Namespace) -> list[str]:
@@ -175,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = command("demo", cmd_demo, "set up the local stack and run the pipeline end to end")
     demo.add_argument("--cluster", action="store_true",
                       help="run Spark jobs on the loopback standalone cluster instead of local[*]")
+    demo.add_argument("--count", type=int, default=1797,
+                      help="digits to produce (default: all 1,797 of scikit-learn's digits)")
     return parser
 
 

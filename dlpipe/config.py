@@ -84,6 +84,7 @@ class BucketsConfig:
     datasets: str
     models: str
     checkpoints: str
+    reports: str = "dlpipe-reports"
 
     def names(self) -> list[str]:
         return [getattr(self, f.name) for f in dataclasses.fields(self)]
@@ -106,6 +107,7 @@ class TablesConfig:
     clean: str
     quarantine: str
     ingest_batches: str
+    predictions: str = "s3a://dlpipe-lake/tables/predictions"
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,33 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class ServingConfig:
+    """``dlpipe serve``: which models, where, and the limits that protect the server."""
+
+    models: list[str] = field(default_factory=lambda: ["digits-cnn"])
+    host: str = "127.0.0.1"
+    port: int = 8501
+    grpc_port: int = 8500                 # 0: no gRPC endpoint
+    poll_interval_s: float = 10.0
+    model_dir: Path = Path("~/.cache/dlpipe/models")
+    max_body_bytes: int = 4_194_304
+    max_instances: int = 256              # per request
+    max_image_bytes: int = 1_048_576
+    max_image_pixels: int = 4_194_304
+    batch_max_size: int = 64              # server-side batching across requests
+    batch_timeout_ms: float = 2.0
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """``dlpipe score``: batch inference over the clean table into ``tables.predictions``."""
+
+    model: str | None = None              # None: training.model_name
+    batch_size: int = 256
+    tf_threads: int = 1                   # per Spark task; tasks already run in parallel
+
+
+@dataclass(frozen=True)
 class SparkConfig:
     master: str = "local[*]"
     app_name: str = "dlpipe"
@@ -200,6 +229,8 @@ class Config:
     ingest: IngestConfig
     export: ExportConfig
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
     source: Path = Path("conf/pipeline.yaml")
 
     # -- endpoints of the local stack unless the config names others --------------------

@@ -85,22 +85,26 @@ def locate(home: Path | None = None) -> Installed:
     )
 
 
-def missing(installed: Installed | None = None) -> list[str]:
-    """Names of the pieces that are not installed, for error messages and ``status``."""
+def missing(installed: Installed | None = None, *, spark_only: bool = False) -> list[str]:
+    """Names of the pieces that are not installed, for error messages and ``status``.
+
+    ``spark_only``: only what a Spark job needs (a container image has the connector jars
+    but no local Kafka broker or MinIO server)."""
     installed = installed or locate()
     out = []
-    if not _is_installed(installed.kafka_libs.parent, _fingerprint(_kafka_spec())):
-        out.append(f"Kafka {versions.KAFKA_VERSION} broker jars ({installed.kafka_libs})")
-    if not (installed.minio_bin.is_file() and os.access(installed.minio_bin, os.X_OK)):
-        out.append(f"MinIO server ({installed.minio_bin})")
+    if not spark_only:
+        if not _is_installed(installed.kafka_libs.parent, _fingerprint(_kafka_spec())):
+            out.append(f"Kafka {versions.KAFKA_VERSION} broker jars ({installed.kafka_libs})")
+        if not (installed.minio_bin.is_file() and os.access(installed.minio_bin, os.X_OK)):
+            out.append(f"MinIO server ({installed.minio_bin})")
     if not _is_installed(installed.spark_jars, _fingerprint(_spark_spec())):
         out.append(f"Spark connector jars ({installed.spark_jars})")
     return out
 
 
-def require_installed(installed: Installed | None = None) -> Installed:
+def require_installed(installed: Installed | None = None, *, spark_only: bool = False) -> Installed:
     installed = installed or locate()
-    lacking = missing(installed)
+    lacking = missing(installed, spark_only=spark_only)
     if lacking:
         raise MissingToolError(
             "not installed: " + "; ".join(lacking), fix="dlpipe install  (or: make setup)"

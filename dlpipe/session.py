@@ -103,7 +103,7 @@ def get_spark(
     if existing is not None:
         _fill_s3a(existing, cfg)
         return existing
-    installed = require_installed()
+    installed = require_installed(spark_only=True)  # jobs need the jars, not a local stack
     # A driver started from Python picks its workers' interpreter from PYSPARK_PYTHON (the
     # conf key only reaches spark-submit's launcher), and TF in the workers needs tf-keras.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

@@ -40,3 +40,17 @@ def cluster(stack):
     if not already:
         for svc in reversed(services):
             svc.stop(stack.cfg.stack.stop_timeout_s)
+
+
+@pytest.fixture(scope="session")
+def served_model(ingested, exported):
+    """A model trained in-process (1 worker, few epochs) on the exported digits and promoted:
+    what the serving and scoring tests serve. Its config is returned."""
+    from spark_jobs.train import job as train_job
+
+    cfg = with_overrides(ingested, {"training.epochs": 4, "training.min_test_accuracy": 0.0,
+                                    "training.model_name": f"serve-{uuid.uuid4().hex[:6]}"})
+    cfg = with_overrides(cfg, {"serving.models": [cfg.training.model_name]})
+    result = train_job.train(None, cfg, workers=1, run_id=f"serve-{uuid.uuid4().hex[:6]}")
+    assert result["version"] == 1 and result["promoted"], result
+    return cfg

@@ -1,0 +1,69 @@
+"""Batch scoring: images/s of ``dlpipe score`` against a plain in-process loop.
+
+A clean-table-shaped Delta table of synthetic 32x32 colour PNGs is scored by the residual
+CNN (the model ``training.architecture: resnet`` trains) through ``spark_jobs.score``:
+Delta read, anti-join with what is scored, ``predict_batch_udf`` on 2 local cores, Delta
+MERGE. The job runs twice on fresh prediction tables; the first run pays for starting
+TensorFlow in Spark's Python workers (noted), the second is the figure. Baseline, same run:
+the same SavedModel signature over the same encoded images as numpy batches of the same
+size, in one process. Target: at least 0.7.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from bench.data import synthetic_overrides, synthetic_table
+from bench.harness import Context, Result
+from bench.serving_model import publish_untrained
+
+TARGET = 0.7
+
+
+def run(ctx: Context) -> list[Result]:
+    import numpy as np
+
+    from dlpipe.config import with_overrides
+    from dlpipe.session import get_spark
+    from dlpipe.sources import SYNTHETIC_CLASSES
+    from models.scoring import load_predict_fn
+    from spark_jobs.score import job as score_job
+
+    count = 8_000 if ctx.quick else 30_000
+    run_id = uuid.uuid4().hex[:8]
+    name = f"bench-score-{run_id}"
+    cfg = with_overrides(ctx.cfg, {
+        **synthetic_overrides(ctx.cfg.buckets.lake, f"score-{run_id}"),
+        "serving.model_dir": str(ctx.work_dir / "models"),
+    })
+    version = publish_untrained(cfg, name, architecture="resnet", height=32, width=32, channels=3,
+                                classes=list(SYNTHETIC_CLASSES))
+    spark = get_spark(cfg, app_name="dlpipe-bench-score", master="local[2]",
+                      extra_conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2"})
+    synthetic_table(spark, cfg.tables.clean, count)
+
+    runs = []
+    for attempt in ("cold", "warm"):
+        table = f"s3a://{cfg.buckets.lake}/bench/score-{run_id}/predictions-{attempt}"
+        report = score_job.score(spark, with_overrides(cfg, {"tables.predictions": table}),
+                                 model=name, version=version)
+        assert report.scored == count, report
+        runs.append(report)
+
+    images = np.array([bytes(r["image_png"]) for r in spark.read.format("delta").load(
+        cfg.tables.clean).select("image_png").collect()], dtype=object)
+    predict = load_predict_fn(cfg, model=name, version=version)
+    batch = cfg.scoring.batch_size
+    predict(images[:batch])  # warm-up: tracing
+    started = time.perf_counter()
+    for i in range(0, len(images), batch):
+        predict(images[i:i + batch])
+    baseline = len(images) / (time.perf_counter() - started)
+    cold, warm = runs
+    notes = (f"{count} images 32x32x3, resnet (untrained weights), batch {batch}, local[2]; "
+             f"cold first run {cold.rate:,.0f} img/s ({cold.seconds:.1f}s, includes TensorFlow start in "
+             f"the Python workers)")
+    return [Result(benchmark="score", metric="images/s, dlpipe score (Delta in, MERGE out)", unit="img/s",
+                   value=warm.rate, baseline_name="in-process loop, same signature, numpy batches",
+                   baseline_value=baseline, target_ratio=TARGET, notes=notes)]

@@ -1,0 +1,79 @@
+"""Run ``dlpipe serve`` as a child process and wait until it is ready (demo, benchmarks)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from dlpipe.config import Config
+from dlpipe.errors import DlpipeError
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    url: str
+    grpc: str | None
+    log: Path
+    process: subprocess.Popen
+
+
+@contextmanager
+def running_server(cfg: Config, *, models: Sequence[str], log: Path, port: int | None = None,
+                   grpc_port: int = 0, extra: Sequence[str] = (), timeout_s: float = 180
+                   ) -> Iterator[RunningServer]:
+    """Start the server on ``port`` (a free one by default) against ``cfg``'s stack; stop it
+    (SIGTERM, then SIGKILL) on exit."""
+    from dlpipe.stack.process import free_ports
+
+    port = port or free_ports(1)[0]
+    args = [sys.executable, "-m", "dlpipe.serving.server", "--port", str(port),
+            "--grpc-port", str(grpc_port), "--host", "127.0.0.1",
+            f"--set=s3.endpoint={cfg.s3_endpoint}", f"--set=buckets.models={cfg.buckets.models}",
+            f"--set=serving.model_dir={cfg.serving.model_dir}", *extra]
+    for m in models:
+        args += ["--model", m]
+    env = {**os.environ, "DLPIPE_CONFIG": str(cfg.source), "DLPIPE_STATE_DIR": str(cfg.stack.state_dir)}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                raise DlpipeError(f"dlpipe serve exited with code {process.returncode}; its log "
+                                  f"ends:\n{_tail(log)}", fix=f"see {log}")
+            try:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise DlpipeError(f"dlpipe serve not ready after {timeout_s:.0f}s; its log ends:\n"
+                                  f"{_tail(log)}", fix="check that a promoted model version exists "
+                                                      "(`dlpipe models list`)")
+            time.sleep(0.5)
+        yield RunningServer(url, f"127.0.0.1:{grpc_port}" if grpc_port else None, log, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,82 @@
+"""``dlpipe serve``: run the REST API (uvicorn) and the gRPC API in one process.
+
+    dlpipe serve [--host 0.0.0.0] [--port 8501] [--grpc-port 8500] [--model NAME ...]
+
+Both APIs share one model registry, so both serve the same version and hot-reload together.
+SIGTERM stops accepting, finishes requests in flight, then exits (Kubernetes-friendly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+
+from dlpipe.cli import add_config_args, config_from_args
+from dlpipe.config import Config, with_overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dlpipe serve",
+        description="Serve the newest promoted version of each model over the TensorFlow Serving "
+                    "REST API (and gRPC), reloading when a newer version is promoted.")
+    add_config_args(parser)
+    parser.add_argument("--host", help="address to bind (default: serving.host)")
+    parser.add_argument("--port", type=int, help="REST port (default: serving.port, 8501)")
+    parser.add_argument("--grpc-port", type=int,
+                        help="gRPC port, 0 for none (default: serving.grpc_port, 8500)")
+    parser.add_argument("--model", action="append", dest="models", metavar="NAME",
+                        help="a model to serve; repeat for several (default: serving.models)")
+    parser.add_argument("--poll-interval", type=float, metavar="S",
+                        help="seconds between model store checks (default: serving.poll_interval_s)")
+    return parser
+
+
+def _apply_flags(cfg: Config, args: argparse.Namespace) -> Config:
+    flags = {"serving.host": args.host, "serving.port": args.port,
+             "serving.grpc_port": args.grpc_port, "serving.models": args.models,
+             "serving.poll_interval_s": args.poll_interval}
+    return with_overrides(cfg, {k: v for k, v in flags.items() if v is not None})
+
+
+async def serve(cfg: Config) -> None:
+    import uvicorn
+
+    from dlpipe.serving.app import create_app
+
+    app = create_app(cfg)
+    config = uvicorn.Config(app, host=cfg.serving.host, port=cfg.serving.port, loop="uvloop",
+                            http="httptools", access_log=False, log_level="info",
+                            timeout_graceful_shutdown=20)
+    server = uvicorn.Server(config)
+    grpc_server = None
+    if cfg.serving.grpc_port:
+        from dlpipe.serving.grpc_api import start_grpc
+
+        grpc_server = await start_grpc(app.state.registry, host=cfg.serving.host,
+                                       port=cfg.serving.grpc_port)
+    try:
+        await server.serve()
+    finally:
+        if grpc_server is not None:
+            await grpc_server.stop(grace=5)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = _apply_flags(config_from_args(args), args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("dlpipe.serve").info(
+        "REST on http://%s:%s%s, models %s from s3://%s (endpoint %s)", cfg.serving.host,
+        cfg.serving.port, f", gRPC on {cfg.serving.host}:{cfg.serving.grpc_port}"
+        if cfg.serving.grpc_port else "", ", ".join(cfg.serving.models), cfg.buckets.models,
+        cfg.s3_endpoint)
+    import uvloop
+
+    uvloop.run(serve(cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

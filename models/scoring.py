@@ -1,0 +1,58 @@
+"""The model as a batch function for Spark's ``predict_batch_udf``: loaded once per worker.
+
+``predict_batch_udf`` calls ``make_predict_fn()`` once per Python worker and caches the
+function it returns, so each worker copies the version from the model store (atomically, into
+the local model folder shared by every worker on the machine) and loads it once. The function
+runs the SavedModel's bytes signature, which decodes with ``models.preprocess.decode_images``:
+the same preprocessing as training and serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from dlpipe.config import Config
+
+BYTES_SIGNATURE = "serving_bytes"
+
+
+def load_predict_fn(cfg: Config, *, model: str, version: int, threads: int = 0
+                    ) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """A function from encoded images ``[B]`` to probabilities, class index and class name."""
+    from pathlib import Path
+
+    import tensorflow as tf
+
+    from dlpipe.model_sync import download_version
+    from dlpipe.s3 import s3_client
+
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # TensorFlow already started in this process: keep its threads
+            pass
+    path = download_version(s3_client(cfg), cfg.buckets.models, model, version,
+                            Path(cfg.serving.model_dir).expanduser())
+    signature = tf.saved_model.load(str(path)).signatures[BYTES_SIGNATURE]
+
+    def predict(images: np.ndarray) -> dict[str, np.ndarray]:
+        out = signature(image_bytes=tf.constant(list(images), tf.string))
+        return {"probabilities": out["probabilities"].numpy(),
+                "class_index": out["class_index"].numpy(),
+                "class_name": np.array([c.decode() for c in out["class_name"].numpy()], dtype=object)}
+
+    predict.signature = signature  # keeps the loaded model alive with the function
+    return predict
+
+
+def make_predict_fn(cfg: Config, *, model: str, version: int, threads: int) -> Callable[[], Any]:
+    """What ``predict_batch_udf`` takes: a picklable factory, run on the workers."""
+
+    def make() -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+        return load_predict_fn(cfg, model=model, version=version, threads=threads)
+
+    return make

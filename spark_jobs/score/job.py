@@ -1,0 +1,138 @@
+"""Batch scoring: the clean Delta table -> the predictions Delta table, with one model version.
+
+Run with spark-submit (connector jars from ``dlpipe jars``)::
+
+    spark-submit --master local[2] --jars "$(dlpipe jars)" spark_jobs/score/job.py \
+        --config conf/pipeline.yaml [--model NAME] [--version V] [--all]
+
+or as ``dlpipe score``. Without ``--version`` the model's serving version (newest promoted)
+scores. By default only rows this version has not scored yet are scored; ``--all`` scores
+every row again and replaces their predictions. Either way the table holds at most one row
+per (id, model, version): rows go in by a Delta MERGE on that key, so a re-run, or two runs
+at once, add nothing twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from dlpipe.cli import add_config_args, config_from_args
+from dlpipe.config import Config
+from dlpipe.errors import DlpipeError
+from dlpipe.progress import say, step
+from spark_jobs.score.transforms import KEY, output_type, predictions_schema, to_predictions, unscored
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class ScoreReport:
+    model: str
+    version: int
+    table: str
+    scored: int           # rows inserted or replaced by this run
+    total: int            # rows of this version in the table afterwards
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.scored / self.seconds if self.seconds else 0.0
+
+
+def resolve_version(cfg: Config, model: str, version: int | None) -> int:
+    from dlpipe.model_store import read_info, serving_version
+    from dlpipe.s3 import s3_client
+
+    if not _NAME.match(model):
+        raise DlpipeError(f"bad model name {model!r}", fix="use letters, digits, '.', '_' and '-'")
+    client = s3_client(cfg)
+    if version is None:
+        version = serving_version(client, cfg.buckets.models, model)
+        if version is None:
+            raise DlpipeError(f"model {model!r} has no promoted version in s3://{cfg.buckets.models}/",
+                              fix="train one (`dlpipe train`), or pass --version N to score an "
+                                  "unpromoted one (`dlpipe models list`)")
+    elif read_info(client, cfg.buckets.models, model, version) is None:
+        raise DlpipeError(f"model {model!r} has no complete version {version}",
+                          fix="see `dlpipe models list` for the versions there are")
+    return version
+
+
+def ensure_table(spark: SparkSession, path: str) -> None:
+    from delta.tables import DeltaTable
+
+    (DeltaTable.createIfNotExists(spark).location(path)
+     .addColumns(predictions_schema()).partitionedBy("model_name").execute())
+
+
+def score(spark: SparkSession, cfg: Config, *, model: str | None = None, version: int | None = None,
+          rescore: bool = False) -> ScoreReport:
+    from delta.tables import DeltaTable
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql import functions as F
+
+    from models.scoring import make_predict_fn
+
+    model = model or cfg.scoring.model or cfg.training.model_name
+    version = resolve_version(cfg, model, version)
+    table = cfg.tables.predictions
+    started = time.monotonic()
+    ensure_table(spark, table)
+    rows = spark.read.format("delta").load(cfg.tables.clean).select("id", F.col("image_png").alias("image"))
+    if not rescore:
+        rows = unscored(rows, spark.read.format("delta").load(table), model=model, version=version)
+    udf = predict_batch_udf(
+        make_predict_fn(cfg, model=model, version=version, threads=cfg.scoring.tf_threads),
+        return_type=output_type(), batch_size=cfg.scoring.batch_size)
+    predictions = to_predictions(rows, udf("image"), model=model, version=version,
+                                 scored_at=F.current_timestamp())
+    target = DeltaTable.forPath(spark, table)
+    condition = " AND ".join(f"t.{k} = s.{k}" for k in KEY) + f" AND t.model_name = '{model}'"
+    merge = target.alias("t").merge(predictions.alias("s"), condition)
+    if rescore:
+        merge = merge.whenMatchedUpdateAll()
+    before = target.history(1).collect()[0]["version"]
+    with step(f"scoring the clean table with {model} version {version}"
+              f"{' (every row again)' if rescore else ' (rows not scored yet)'}"):
+        merge.whenNotMatchedInsertAll().execute()
+    last = target.history(1).collect()[0]
+    metrics = (last["operationMetrics"] or {}) if last["version"] > before else {}
+    scored = int(metrics.get("numTargetRowsInserted", 0)) + int(metrics.get("numTargetRowsUpdated", 0))
+    total = (spark.read.format("delta").load(table)
+             .where((F.col("model_name") == model) & (F.col("model_version") == version)).count())
+    return ScoreReport(model, version, table, scored, total, time.monotonic() - started)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="dlpipe score", description=__doc__.split("\n")[0])
+    add_config_args(parser)
+    parser.add_argument("--model", help="model name (default: scoring.model, else training.model_name)")
+    parser.add_argument("--version", type=int, help="model version (default: the serving version)")
+    parser.add_argument("--all", action="store_true", dest="rescore",
+                        help="score every row again, replacing this version's predictions")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None) -> int:
+    from dlpipe.session import get_spark
+
+    args = parse_args(argv)
+    cfg = config_from_args(args)
+    session = get_spark(cfg, app_name="dlpipe-score", spark=spark)
+    report = score(session, cfg, model=args.model, version=args.version, rescore=args.rescore)
+    say(f"{report.scored:,} rows scored in {report.seconds:.1f}s ({report.rate:,.0f} rows/s); "
+        f"{report.total:,} predictions of {report.model} v{report.version} in {report.table}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

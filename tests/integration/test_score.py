@@ -1,0 +1,68 @@
+"""`dlpipe score` on the real stack: predictions equal the model's in-process answers for the
+same rows, and scoring again adds nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dlpipe.model_sync import download_version
+from dlpipe.s3 import s3_client
+from spark_jobs.score import job as score_job
+from tests.helpers import read_delta_with_delta_rs
+
+pytestmark = [pytest.mark.integration, pytest.mark.spark]
+
+
+@pytest.fixture(scope="module")
+def scored(spark, served_model):
+    return score_job.score(spark, served_model)
+
+
+def _predictions(cfg) -> list[dict]:
+    return read_delta_with_delta_rs(cfg, cfg.tables.predictions).to_pyarrow_table().to_pylist()
+
+
+def test_every_clean_row_scored_once_equal_to_in_process_predictions(scored, served_model, tmp_path):
+    import tensorflow as tf
+
+    cfg = served_model
+    clean = {r["id"]: r for r in read_delta_with_delta_rs(cfg, cfg.tables.clean).to_pyarrow_table().select(
+        ["id", "image_png", "label"]).to_pylist()}
+    rows = [r for r in _predictions(cfg) if r["model_name"] == cfg.training.model_name]
+    assert scored.scored == len(clean) == scored.total
+    assert sorted(r["id"] for r in rows) == sorted(clean)
+    assert {r["model_version"] for r in rows} == {scored.version}
+
+    path = download_version(s3_client(cfg), cfg.buckets.models, cfg.training.model_name, scored.version,
+                            tmp_path)
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    sample = sorted(rows, key=lambda r: r["id"])[:300]
+    expected = signature(image_bytes=tf.constant([clean[r["id"]]["image_png"] for r in sample]))
+    np.testing.assert_allclose([r["probabilities"] for r in sample],
+                               expected["probabilities"].numpy(), rtol=1e-5, atol=1e-6)
+    assert [r["predicted_class"] for r in sample] == [c.decode() for c in expected["class_name"].numpy()]
+    assert [r["predicted_index"] for r in sample] == expected["class_index"].numpy().tolist()
+    accuracy = np.mean([r["predicted_class"] == clean[r["id"]]["label"] for r in rows])
+    assert accuracy > 0.8
+    assert all(r["scored_at"] is not None for r in rows)
+
+
+def test_scoring_again_adds_nothing_and_all_replaces_without_duplicates(scored, spark, served_model):
+    cfg = served_model
+    again = score_job.score(spark, cfg)
+    assert again.scored == 0 and again.total == scored.total
+    everything = score_job.score(spark, cfg, rescore=True)
+    assert everything.scored == scored.total and everything.total == scored.total
+    rows = [r for r in _predictions(cfg) if r["model_name"] == cfg.training.model_name]
+    keys = [(r["id"], r["model_version"]) for r in rows]
+    assert len(keys) == len(set(keys)) == scored.total
+
+
+def test_unknown_model_or_version_is_a_clear_error(spark, served_model):
+    from dlpipe.errors import DlpipeError
+
+    with pytest.raises(DlpipeError, match="no promoted version"):
+        score_job.score(spark, served_model, model="no-such-model")
+    with pytest.raises(DlpipeError, match="no complete version 99"):
+        score_job.score(spark, served_model, version=99)

@@ -17,6 +17,11 @@ import numpy as np
 from dlpipe.config import Config
 
 BYTES_SIGNATURE = "serving_bytes"
+# Loaded models of this process, by (store, model, version): a version never changes once
+# published, so a Python worker that scores the same version again (a notebook re-running
+# the job, the next micro-batch) reuses it. Bounded: the oldest is dropped beyond two.
+_LOADED: dict[tuple[str, str, str, int], Callable[[np.ndarray], dict[str, np.ndarray]]] = {}
+_KEEP = 2
 
 
 def load_predict_fn(cfg: Config, *, model: str, version: int, threads: int = 0
@@ -53,6 +58,11 @@ def make_predict_fn(cfg: Config, *, model: str, version: int, threads: int) -> C
     """What ``predict_batch_udf`` takes: a picklable factory, run on the workers."""
 
     def make() -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-        return load_predict_fn(cfg, model=model, version=version, threads=threads)
+        key = (cfg.s3_endpoint, cfg.buckets.models, model, version)
+        if key not in _LOADED:
+            while len(_LOADED) >= _KEEP:
+                _LOADED.pop(next(iter(_LOADED)))
+            _LOADED[key] = load_predict_fn(cfg, model=model, version=version, threads=threads)
+        return _LOADED[key]
 
     return make

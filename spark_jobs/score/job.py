@@ -100,16 +100,14 @@ def score(spark: SparkSession, cfg: Config, *, model: str | None = None, version
     merge = target.alias("t").merge(predictions.alias("s"), condition)
     if rescore:
         merge = merge.whenMatchedUpdateAll()
-    before = target.history(1).collect()[0]["version"]
     with step(f"scoring the clean table with {model} version {version}"
               f"{' (every row again)' if rescore else ' (rows not scored yet)'}"):
-        merge.whenNotMatchedInsertAll().execute()
-    last = target.history(1).collect()[0]
-    metrics = (last["operationMetrics"] or {}) if last["version"] > before else {}
-    scored = int(metrics.get("numTargetRowsInserted", 0)) + int(metrics.get("numTargetRowsUpdated", 0))
+        metrics = merge.whenNotMatchedInsertAll().execute().collect()[0]
+    seconds = time.monotonic() - started
+    scored = metrics["num_inserted_rows"] + metrics["num_updated_rows"]
     total = (spark.read.format("delta").load(table)
              .where((F.col("model_name") == model) & (F.col("model_version") == version)).count())
-    return ScoreReport(model, version, table, scored, total, time.monotonic() - started)
+    return ScoreReport(model, version, table, scored, total, seconds)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -65,7 +65,6 @@ def spark_conf(
     conf = {
         "spark.master": master,
         "spark.app.name": app_name or cfg.spark.app_name,
-        "spark.jars": ",".join(str(p) for p in installed.spark_jar_paths()),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.redaction.regex": REDACTION_REGEX,
@@ -75,6 +74,14 @@ def spark_conf(
         "spark.executorEnv.TF_USE_LEGACY_KERAS": "1",
         **{f"spark.hadoop.{k}": v for k, v in hadoop_s3a_conf(cfg).items()},
     }
+    jars = [str(p) for p in installed.spark_jar_paths()]
+    if master.startswith("local"):
+        # The executor lives in the driver's JVM: put the jars on its classpath. spark.jars
+        # would copy all ~680 MB into a temp dir per session (seconds of start-up, and left
+        # on disk whenever a JVM is killed).
+        conf["spark.driver.extraClassPath"] = os.pathsep.join(jars)
+    else:
+        conf["spark.jars"] = ",".join(jars)
     if master.startswith(_LOOPBACK_PREFIXES):
         # The local stack listens on loopback only; keep the driver there too.
         conf["spark.driver.host"] = cfg.stack.host

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -44,8 +45,13 @@ def test_delta_and_jars_are_configured(cfg, installed) -> None:
     conf = spark_conf(cfg, installed=installed)
     assert conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
     assert conf["spark.sql.catalog.spark_catalog"] == "org.apache.spark.sql.delta.catalog.DeltaCatalog"
-    assert sorted(Path(p).name for p in conf["spark.jars"].split(",")) == [
+    assert sorted(Path(p).name for p in conf["spark.driver.extraClassPath"].split(os.pathsep)) == [
         "delta-spark_4.2_2.13-4.4.0.jar", "hadoop-aws-3.5.0.jar"]
+    assert "spark.jars" not in conf  # local: on the classpath, never copied per session
+    remote = spark_conf(cfg, installed=installed, master="spark://10.0.0.1:7077")
+    assert sorted(Path(p).name for p in remote["spark.jars"].split(",")) == [
+        "delta-spark_4.2_2.13-4.4.0.jar", "hadoop-aws-3.5.0.jar"]
+    assert "spark.driver.extraClassPath" not in remote
 
 
 def test_every_credential_key_is_redacted(cfg, installed) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -34,10 +35,14 @@ def running_server(cfg: Config, *, models: Sequence[str], log: Path, port: int |
     from dlpipe.stack.process import free_ports
 
     port = port or free_ports(1)[0]
+    # The child gets this config's store and serving settings (limits, batching, model dir).
+    serving = [f"--set=serving.{f.name}={getattr(cfg.serving, f.name)}"
+               for f in dataclasses.fields(cfg.serving)
+               if f.name not in ("models", "host", "port", "grpc_port")]
     args = [sys.executable, "-m", "dlpipe.serving.server", "--port", str(port),
             "--grpc-port", str(grpc_port), "--host", "127.0.0.1",
             f"--set=s3.endpoint={cfg.s3_endpoint}", f"--set=buckets.models={cfg.buckets.models}",
-            f"--set=serving.model_dir={cfg.serving.model_dir}", *extra]
+            *serving, *extra]
     for m in models:
         args += ["--model", m]
     env = {**os.environ, "DLPIPE_CONFIG": str(cfg.source), "DLPIPE_STATE_DIR": str(cfg.stack.state_dir)}

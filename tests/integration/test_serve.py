@@ -7,8 +7,6 @@ import base64
 import io
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,9 +15,11 @@ import httpx
 import numpy as np
 import pytest
 
+from dlpipe.config import with_overrides
 from dlpipe.model_store import publish_model
 from dlpipe.model_sync import download_version
 from dlpipe.s3 import s3_client
+from dlpipe.serving.launch import running_server
 from dlpipe.stack.process import free_ports
 from tests.helpers import read_delta_with_delta_rs
 
@@ -50,35 +50,15 @@ def b64(data: bytes) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(served_model, test_env, tmp_path_factory):
-    cfg = served_model
-    rest, grpc_port = free_ports(2)
-    model_dir = tmp_path_factory.mktemp("served-models")
-    args = [sys.executable, "-m", "dlpipe.serving.server", "--port", str(rest),
-            "--grpc-port", str(grpc_port), "--model", cfg.training.model_name,
-            "--poll-interval", "1", "--set", f"serving.model_dir={model_dir}"]
-    args += [f"--set={k}={v}" for k, v in LIMITS.items()]
-    args += [f"--set=tables.clean={cfg.tables.clean}"]
-    log = model_dir.parent / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(args, env=test_env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{rest}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"dlpipe serve exited:\n{log.read_text()[-3000:]}"
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"dlpipe serve not ready after 180 s:\n{log.read_text()[-3000:]}")
-    yield {"url": url, "grpc": f"127.0.0.1:{grpc_port}", "cfg": cfg, "model_dir": model_dir,
-           "name": cfg.training.model_name, "proc": proc, "log": log}
-    proc.terminate()
-    proc.wait(30)
+def server(served_model, tmp_path_factory):
+    cfg = with_overrides(served_model, {
+        **LIMITS, "serving.model_dir": str(tmp_path_factory.mktemp("served-models"))})
+    (grpc_port,) = free_ports(1)
+    name = cfg.training.model_name
+    with running_server(cfg, models=[name], grpc_port=grpc_port, extra=["--poll-interval", "1"],
+                        log=cfg.serving.model_dir.parent / "serve.log") as running:
+        yield {"url": running.url, "grpc": running.grpc, "cfg": cfg, "name": name,
+               "model_dir": cfg.serving.model_dir, "proc": running.process}
 
 
 @pytest.fixture(scope="module")

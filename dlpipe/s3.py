@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,20 @@ def s3_client(cfg: Config, *, max_pool_connections: int = 16) -> S3Client:
             read_timeout=60,
         ),
     )
+
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_name(what: str, name: str) -> str:
+    """A dataset or model name: it becomes one segment of object keys (and a literal in a
+    Delta MERGE condition), so only letters, digits, '.', '_' and '-' are allowed."""
+    from dlpipe.errors import DlpipeError
+
+    if not _SEGMENT.match(name):
+        raise DlpipeError(f"{what} name {name!r} may use letters, digits, '.', '_' and '-' only",
+                          fix=f"pick another {what} name")
+    return name
 
 
 def split_uri(uri: str) -> tuple[str, str]:

@@ -13,7 +13,6 @@ recorded in the manifest. A version that already has a manifest is left as it is
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 import uuid
@@ -32,7 +31,6 @@ from dlpipe.tfrecord import FEATURES
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Framing (16 bytes) and protobuf keys/lengths per record, for sizing shards up front.
 _RECORD_OVERHEAD = 96
 
@@ -81,7 +79,7 @@ def split_stats(df: DataFrame, classes: list[str]) -> tuple[dict[str, Counter], 
 
 def export(spark: SparkSession, cfg: Config, *, version: int | None = None,
            dataset: str | None = None, overwrite: bool = False) -> Manifest:
-    from dlpipe.s3 import s3_client
+    from dlpipe.s3 import check_name, s3_client
     from spark_jobs.export import publish
     from spark_jobs.export.shards import INPUT_COLUMNS, OUTPUT_DDL, ShardTarget, make_shard_writer
     from spark_jobs.export.transforms import (
@@ -94,9 +92,7 @@ def export(spark: SparkSession, cfg: Config, *, version: int | None = None,
     )
 
     started = time.monotonic()
-    name = dataset or cfg.export.dataset
-    if not _NAME.match(name):
-        raise DlpipeError(f"dataset name {name!r} may use letters, digits, '.', '_' and '-' only")
+    name = check_name("dataset", dataset or cfg.export.dataset)
     fractions = check_fractions(cfg.export.split)
     table = cfg.tables.clean
     bucket = cfg.buckets.datasets

@@ -15,7 +15,6 @@ at once, add nothing twice.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -31,7 +30,6 @@ from spark_jobs.score.transforms import KEY, output_type, predictions_schema, to
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
@@ -50,10 +48,9 @@ class ScoreReport:
 
 def resolve_version(cfg: Config, model: str, version: int | None) -> int:
     from dlpipe.model_store import read_info, serving_version
-    from dlpipe.s3 import s3_client
+    from dlpipe.s3 import check_name, s3_client
 
-    if not _NAME.match(model):
-        raise DlpipeError(f"bad model name {model!r}", fix="use letters, digits, '.', '_' and '-'")
+    check_name("model", model)
     client = s3_client(cfg)
     if version is None:
         version = serving_version(client, cfg.buckets.models, model)

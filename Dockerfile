@@ -21,7 +21,7 @@ FROM ${PYTHON_IMAGE} AS build
 ARG TF_VARIANT=cpu
 ARG UV_VERSION=0.13.9
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-# Java and Maven only resolve the connector jars here (dlpipe.install, the same code as
+# Java and Maven only resolve the connector jars here (dlpipe.localstack.install, the same code as
 # `dlpipe install`); neither Maven nor the JDK reaches the final image.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends openjdk-17-jdk-headless maven \
@@ -42,7 +42,7 @@ COPY models/ models/
 COPY spark_jobs/ spark_jobs/
 RUN uv pip install --python /opt/venv/bin/python --no-deps . \
  && DLPIPE_HOME=/opt/dlpipe/tools python -c \
-    "from dlpipe.install import install_spark_jars, locate; install_spark_jars(locate())" \
+    "from dlpipe.localstack.install import install_spark_jars, locate; install_spark_jars(locate())" \
  && rm -rf /root/.m2
 
 # -- runtime --------------------------------------------------------------------------------

@@ -10,9 +10,9 @@ import tempfile
 from pathlib import Path
 
 from bench.harness import Context, Result, write_reports
-from dlpipe.config import load_config
-from dlpipe.progress import say, step
-from dlpipe.stack.stack import running_stack
+from dlpipe.core.config import load_config
+from dlpipe.core.progress import say, step
+from dlpipe.localstack.stack import running_stack
 
 HERE = Path(__file__).resolve().parent
 

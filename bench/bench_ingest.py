@@ -17,9 +17,9 @@ TARGET = 0.7
 
 
 def _topic_cfg(ctx: Context, tag: str):
-    from dlpipe.config import with_overrides
-    from dlpipe.sources import SYNTHETIC_CLASSES
-    from dlpipe.stack.provision import ensure_topics
+    from dlpipe.core.config import with_overrides
+    from dlpipe.localstack.provision import ensure_topics
+    from dlpipe.produce.sources import SYNTHETIC_CLASSES
 
     run = f"{tag}-{uuid.uuid4().hex[:8]}"
     lake = ctx.cfg.buckets.lake
@@ -38,8 +38,8 @@ def _topic_cfg(ctx: Context, tag: str):
 
 
 def _fill(cfg, count: int) -> None:
-    from dlpipe.produce import plan_messages, produce
-    from dlpipe.sources import synthetic
+    from dlpipe.produce.producer import plan_messages, produce
+    from dlpipe.produce.sources import synthetic
 
     msgs = plan_messages(synthetic(size=32), count=count, prefix="syn", source="synthetic-32",
                          now=datetime.now(UTC), bad_fraction=0.0, bad_kinds=[],
@@ -72,7 +72,7 @@ def full_ingest(spark, cfg) -> float:
 
 
 def run(ctx: Context) -> list[Result]:
-    from dlpipe.session import get_spark
+    from dlpipe.core.session import get_spark
 
     count = 5_000 if ctx.quick else 20_000
     spark = get_spark(ctx.cfg, app_name="dlpipe-bench-ingest", master="local[2]",

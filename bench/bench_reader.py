@@ -27,10 +27,10 @@ BATCH = 256
 def run(ctx: Context) -> list[Result]:
     import tensorflow as tf
 
-    from dlpipe.config import with_overrides
-    from dlpipe.s3 import s3_client
-    from dlpipe.session import get_spark
-    from dlpipe.shard_cache import ShardCache
+    from dlpipe.core.config import with_overrides
+    from dlpipe.core.s3 import s3_client
+    from dlpipe.core.session import get_spark
+    from dlpipe.datasets.shard_cache import ShardCache
     from models.input import feature_spec, make_dataset
     from models.preprocess import decode_images
     from spark_jobs.export import job as export_job

@@ -16,7 +16,7 @@ PART = 8 * 1024 * 1024
 
 
 def run(ctx: Context) -> list[Result]:
-    from dlpipe.s3 import s3_client
+    from dlpipe.core.s3 import s3_client
 
     size = (32 if ctx.quick else 256) * 1024 * 1024
     repeats = 3 if ctx.quick else 5

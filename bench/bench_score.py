@@ -26,9 +26,9 @@ TARGET = 0.7
 def run(ctx: Context) -> list[Result]:
     import numpy as np
 
-    from dlpipe.config import with_overrides
-    from dlpipe.session import get_spark
-    from dlpipe.sources import SYNTHETIC_CLASSES
+    from dlpipe.core.config import with_overrides
+    from dlpipe.core.session import get_spark
+    from dlpipe.produce.sources import SYNTHETIC_CLASSES
     from models.scoring import load_predict_fn
     from spark_jobs.score import job as score_job
 

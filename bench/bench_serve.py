@@ -82,8 +82,8 @@ def _digit_png() -> bytes:
 def _in_process_rate(cfg, name: str, version: int, png: bytes, seconds: float) -> float:
     import tensorflow as tf
 
-    from dlpipe.model_sync import download_version
-    from dlpipe.s3 import s3_client
+    from dlpipe.core.s3 import s3_client
+    from dlpipe.registry.sync import download_version
 
     path = download_version(s3_client(cfg), cfg.buckets.models, name, version,
                             cfg.serving.model_dir.expanduser())
@@ -100,7 +100,7 @@ def _in_process_rate(cfg, name: str, version: int, png: bytes, seconds: float) -
 
 
 def run(ctx: Context) -> list[Result]:
-    from dlpipe.config import with_overrides
+    from dlpipe.core.config import with_overrides
     from dlpipe.serving.launch import running_server
 
     seconds = 4.0 if ctx.quick else 10.0

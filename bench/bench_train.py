@@ -63,10 +63,10 @@ def _epoch_seconds(model_fn, data, *, steps: int, epochs: int, batch: int) -> li
 def run(ctx: Context) -> list[Result]:
     import tensorflow as tf
 
-    from dlpipe.config import with_overrides
-    from dlpipe.s3 import s3_client
-    from dlpipe.session import get_spark
-    from dlpipe.shard_cache import ShardCache
+    from dlpipe.core.config import with_overrides
+    from dlpipe.core.s3 import s3_client
+    from dlpipe.core.session import get_spark
+    from dlpipe.datasets.shard_cache import ShardCache
     from models.checkpoints import RunStore
     from models.cnn import build_model
     from models.input import make_dataset

@@ -8,7 +8,7 @@ from typing import Any
 def synthetic_table(spark: Any, path: str, count: int) -> None:
     import pandas as pd
 
-    from dlpipe.sources import SYNTHETIC_CLASSES, synthetic
+    from dlpipe.produce.sources import SYNTHETIC_CLASSES, synthetic
 
     rows = []
     for sample, _ in zip(synthetic(size=32), range(count), strict=False):
@@ -21,7 +21,7 @@ def synthetic_table(spark: Any, path: str, count: int) -> None:
 
 
 def synthetic_overrides(lake: str, run_id: str) -> dict[str, Any]:
-    from dlpipe.sources import SYNTHETIC_CLASSES
+    from dlpipe.produce.sources import SYNTHETIC_CLASSES
 
     return {
         "tables.clean": f"s3a://{lake}/bench/{run_id}/clean",

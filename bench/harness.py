@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dlpipe.config import Config
+from dlpipe.core.config import Config
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from dlpipe.config import Config
+from dlpipe.core.config import Config
 
 
 def publish_untrained(cfg: Config, name: str, *, architecture: str, height: int, width: int,
                       channels: int, classes: list[str]) -> int:
-    from dlpipe.model_store import publish_model
-    from dlpipe.s3 import s3_client
+    from dlpipe.core.s3 import s3_client
+    from dlpipe.registry.store import publish_model
     from models.cnn import build_model
     from models.serving import save_serving_model
 

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlpipe.errors import DlpipeError
+from dlpipe.core.errors import DlpipeError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -86,7 +86,7 @@ class RunStore:
         return latest
 
     def _drop_older_than(self, number: int) -> None:
-        from dlpipe.s3 import delete_keys, list_keys
+        from dlpipe.core.s3 import delete_keys, list_keys
 
         for n in range(max(1, number - 5), number):
             old = list_keys(self.client, self.bucket, f"{self.prefix}/ckpt-{n}/")

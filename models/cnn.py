@@ -17,7 +17,7 @@ ARCHITECTURES = ("small", "resnet")
 def build_model(architecture: str, *, input_shape: tuple[int, int, int], num_classes: int) -> Any:
     builders: dict[str, Callable[..., Any]] = {"small": _small, "resnet": _resnet}
     if architecture not in builders:
-        from dlpipe.errors import ConfigError
+        from dlpipe.core.errors import ConfigError
 
         raise ConfigError(f"training.architecture must be one of {', '.join(ARCHITECTURES)}, "
                           f"got {architecture!r}")

@@ -16,9 +16,9 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
-from dlpipe.errors import DlpipeError
-from dlpipe.manifest import Manifest
-from dlpipe.shard_cache import RemoteShard, ShardCache
+from dlpipe.core.errors import DlpipeError
+from dlpipe.datasets.manifest import Manifest
+from dlpipe.datasets.shard_cache import RemoteShard, ShardCache
 
 _TF_DTYPES = {"string": "string", "int64": "int64"}
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from dlpipe.config import Config
+from dlpipe.core.config import Config
 
 BYTES_SIGNATURE = "serving_bytes"
 # Loaded models of this process, by (store, model, version): a version never changes once
@@ -31,8 +31,8 @@ def load_predict_fn(cfg: Config, *, model: str, version: int, threads: int = 0
 
     import tensorflow as tf
 
-    from dlpipe.model_sync import download_version
-    from dlpipe.s3 import s3_client
+    from dlpipe.core.s3 import s3_client
+    from dlpipe.registry.sync import download_version
 
     if threads:
         try:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlpipe.config import Config
+from dlpipe.core.config import Config
 
 
 @dataclass(frozen=True)
@@ -70,9 +70,9 @@ def _train(spec: TrainSpec) -> dict[str, Any]:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import tensorflow as tf
 
-    from dlpipe.manifest import Manifest
-    from dlpipe.s3 import s3_client
-    from dlpipe.shard_cache import ShardCache
+    from dlpipe.core.s3 import s3_client
+    from dlpipe.datasets.manifest import Manifest
+    from dlpipe.datasets.shard_cache import ShardCache
     from models.checkpoints import RunStore
     from models.cnn import build_model
     from models.input import make_dataset
@@ -135,8 +135,8 @@ def _evaluate_and_publish(spec: TrainSpec, manifest: Any, cache: Any, weights: l
     import numpy as np
     import tensorflow as tf
 
-    from dlpipe.model_store import publish_model
-    from dlpipe.s3 import s3_client
+    from dlpipe.core.s3 import s3_client
+    from dlpipe.registry.store import publish_model
     from models.cnn import build_model
     from models.input import make_dataset
     from models.serving import save_serving_model

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from dlpipe.config import Config, load_config
-from dlpipe.install import missing
-from dlpipe.stack.process import free_ports
-from dlpipe.stack.stack import Stack, running_stack
+from dlpipe.core.config import Config, load_config
+from dlpipe.core.process import free_ports
+from dlpipe.localstack.install import missing
+from dlpipe.localstack.stack import Stack, running_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_STATE_DIR = Path(os.environ.get("DLPIPE_TEST_STATE_DIR", ROOT / ".dlpipe" / "test-stack"))
@@ -50,7 +50,7 @@ def test_env(cfg: Config) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def spark(cfg: Config):
     """One local[2] session for the whole run (two slots: one per TF worker)."""
-    from dlpipe.session import get_spark
+    from dlpipe.core.session import get_spark
 
     (ui_port,) = free_ports(1)
     session = get_spark(cfg, app_name="dlpipe-tests", master="local[2]", extra_conf={

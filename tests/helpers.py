@@ -8,11 +8,11 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dlpipe.config import Config, with_overrides
-from dlpipe.produce import plan_messages, produce
-from dlpipe.records import BAD_KINDS
-from dlpipe.sources import digits
-from dlpipe.stack.provision import ensure_topics
+from dlpipe.core.config import Config, with_overrides
+from dlpipe.localstack.provision import ensure_topics
+from dlpipe.produce.producer import plan_messages, produce
+from dlpipe.produce.records import BAD_KINDS
+from dlpipe.produce.sources import digits
 
 
 def delta_rs_storage_options(cfg: Config) -> dict[str, str]:

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from dlpipe.config import Config
+from dlpipe.core.config import Config
 from dlpipe.serving.images import image_checker
 from dlpipe.serving.metrics import Metrics
 from dlpipe.serving.protocol import RequestError, format_predict, parse_predict

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from dlpipe.config import Config
-from dlpipe.errors import DlpipeError
+from dlpipe.core.config import Config
+from dlpipe.core.errors import DlpipeError
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ def running_server(cfg: Config, *, models: Sequence[str], log: Path, port: int |
                    ) -> Iterator[RunningServer]:
     """Start the server on ``port`` (a free one by default) against ``cfg``'s stack; stop it
     (SIGTERM, then SIGKILL) on exit."""
-    from dlpipe.stack.process import free_ports
+    from dlpipe.core.process import free_ports
 
     port = port or free_ports(1)[0]
     # The child gets this config's store and serving settings (limits, batching, model dir).

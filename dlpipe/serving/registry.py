@@ -1,7 +1,7 @@
 """Which version of each model is live, and the swap to a newly promoted one.
 
 A poll asks the model store for each model's newest promoted version. A version that is not
-live yet is copied to the local model folder (atomically, see ``dlpipe.model_sync``),
+live yet is copied to the local model folder (atomically, see ``dlpipe.registry.sync``),
 loaded and warmed up while the old one keeps answering; then one assignment makes it live.
 Requests that already hold the old version finish on it. A version that fails to load is
 reported once and skipped until a newer one is promoted; the old one stays live.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlpipe.config import Config
+from dlpipe.core.config import Config
 from dlpipe.serving.batching import Batcher
 from dlpipe.serving.metrics import Metrics
 from dlpipe.serving.protocol import RequestError
@@ -121,18 +121,18 @@ class ModelRegistry:
 
     def _client_(self) -> Any:
         if self._client is None:
-            from dlpipe.s3 import s3_client
+            from dlpipe.core.s3 import s3_client
 
             self._client = s3_client(self.cfg)
         return self._client
 
     def _promoted(self, model: str) -> int | None:
-        from dlpipe.model_store import serving_version
+        from dlpipe.registry.store import serving_version
 
         return serving_version(self._client_(), self.cfg.buckets.models, model)
 
     def _load(self, model: str, version: int) -> Servable:
-        from dlpipe.model_sync import download_version
+        from dlpipe.registry.sync import download_version
 
         path = download_version(self._client_(), self.cfg.buckets.models, model, version,
                                 self.model_dir)

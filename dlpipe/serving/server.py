@@ -12,8 +12,8 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from dlpipe.cli import add_config_args, config_from_args
-from dlpipe.config import Config, with_overrides
+from dlpipe.cli.main import add_config_args, config_from_args
+from dlpipe.core.config import Config, with_overrides
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,12 +21,20 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from dlpipe.cli import add_config_args, config_from_args
-from dlpipe.config import Config
-from dlpipe.errors import DlpipeError
-from dlpipe.manifest import SPLITS, STAGING, Manifest, Shard, dataset_prefix, read_manifest, shard_path
-from dlpipe.progress import say, step
-from dlpipe.tfrecord import FEATURES
+from dlpipe.cli.main import add_config_args, config_from_args
+from dlpipe.core.config import Config
+from dlpipe.core.errors import DlpipeError
+from dlpipe.core.progress import say, step
+from dlpipe.datasets.manifest import (
+    SPLITS,
+    STAGING,
+    Manifest,
+    Shard,
+    dataset_prefix,
+    read_manifest,
+    shard_path,
+)
+from dlpipe.datasets.tfrecord import FEATURES
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -79,7 +87,7 @@ def split_stats(df: DataFrame, classes: list[str]) -> tuple[dict[str, Counter], 
 
 def export(spark: SparkSession, cfg: Config, *, version: int | None = None,
            dataset: str | None = None, overwrite: bool = False) -> Manifest:
-    from dlpipe.s3 import check_name, s3_client
+    from dlpipe.core.s3 import check_name, s3_client
     from spark_jobs.export import publish
     from spark_jobs.export.shards import INPUT_COLUMNS, OUTPUT_DDL, ShardTarget, make_shard_writer
     from spark_jobs.export.transforms import (
@@ -213,7 +221,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None) -> int:
-    from dlpipe.session import get_spark
+    from dlpipe.core.session import get_spark
 
     args = parse_args(argv)
     cfg = config_from_args(args)

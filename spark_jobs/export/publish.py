@@ -12,9 +12,9 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from dlpipe.manifest import MANIFEST, STAGING, Manifest
-from dlpipe.progress import say
-from dlpipe.s3 import delete_keys, list_keys
+from dlpipe.core.progress import say
+from dlpipe.core.s3 import delete_keys, list_keys
+from dlpipe.datasets.manifest import MANIFEST, STAGING, Manifest
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dlpipe.config import Config
+from dlpipe.core.config import Config
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -62,8 +62,8 @@ def make_shard_writer(
         import pyarrow as pa
         from boto3.s3.transfer import TransferConfig
 
-        from dlpipe.s3 import s3_client
-        from dlpipe.tfrecord import encode_example, frame
+        from dlpipe.core.s3 import s3_client
+        from dlpipe.datasets.tfrecord import encode_example, frame
 
         schema = pa.schema([
             ("part", pa.int32()), ("split", pa.string()), ("path", pa.string()),

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from dlpipe.errors import ConfigError, DlpipeError
-from dlpipe.manifest import SPLITS
+from dlpipe.core.errors import ConfigError, DlpipeError
+from dlpipe.datasets.manifest import SPLITS
 
 _HEX_DIGITS = 15  # 60 bits per slice: exact in a BIGINT, and 15 of them fit a double well
 SPLIT_METHOD = "sha256('<salt>:<id>'): hex[0:15] / 16**15 -> split by cumulative fraction; " \
@@ -70,7 +70,7 @@ def with_shard(df: DataFrame, shards: Mapping[str, int], *, salt: str) -> DataFr
 
 
 def to_example_columns(df: DataFrame) -> DataFrame:
-    """Clean-table columns -> the exported features (see dlpipe.tfrecord.FEATURES)."""
+    """Clean-table columns -> the exported features (see dlpipe.datasets.tfrecord.FEATURES)."""
     return df.select(
         "id", F.col("label_index").cast("long").alias("label"), F.col("image_png").alias("image"),
         F.col("height").cast("long").alias("height"), F.col("width").cast("long").alias("width"),

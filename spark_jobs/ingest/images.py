@@ -13,7 +13,7 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
-from dlpipe.contract import Reason
+from dlpipe.contract.record import Reason
 
 RESULT_DDL = (
     "reason STRING, detail STRING, png BINARY, orig_format STRING, "

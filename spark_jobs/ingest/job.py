@@ -20,9 +20,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from dlpipe.cli import add_config_args, config_from_args
-from dlpipe.config import Config
-from dlpipe.progress import say
+from dlpipe.cli.main import add_config_args, config_from_args
+from dlpipe.core.config import Config
+from dlpipe.core.progress import say
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 def start_query(spark: SparkSession, cfg: Config, *, once: bool) -> tuple[StreamingQuery, Any]:
-    from dlpipe.stack.provision import require_topic
+    from dlpipe.localstack.provision import require_topic
     from spark_jobs.ingest.sink import IngestSink
 
     ingest = cfg.ingest
@@ -105,7 +105,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None) -> int:
-    from dlpipe.session import get_spark
+    from dlpipe.core.session import get_spark
 
     args = parse_args(argv)
     cfg = config_from_args(args)

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from dlpipe.config import Config
-from dlpipe.contract import BATCH_COLUMNS
-from dlpipe.delta_io import append_once, read_if_exists, table_exists
-from dlpipe.progress import say
+from dlpipe.contract.record import BATCH_COLUMNS
+from dlpipe.core.config import Config
+from dlpipe.core.delta_io import append_once, read_if_exists, table_exists
+from dlpipe.core.progress import say
 from spark_jobs.ingest import transforms as T
 from spark_jobs.ingest.images import ImageLimits, make_inspect_udf
 

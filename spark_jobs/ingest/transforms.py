@@ -15,8 +15,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from dlpipe.config import IngestConfig
-from dlpipe.contract import IMAGE_FIELDS, RECORD_FIELDS, Reason, rule_reason
+from dlpipe.contract.record import IMAGE_FIELDS, RECORD_FIELDS, Reason, rule_reason
+from dlpipe.core.config import IngestConfig
 
 _KINDS = {
     "int": "{k} IN ('BIGINT', 'INT', 'SMALLINT', 'TINYINT')",

@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dlpipe.cli import add_config_args, config_from_args
-from dlpipe.config import Config
-from dlpipe.errors import DlpipeError
-from dlpipe.progress import say, step
+from dlpipe.cli.main import add_config_args, config_from_args
+from dlpipe.core.config import Config
+from dlpipe.core.errors import DlpipeError
+from dlpipe.core.progress import say, step
 from spark_jobs.score.transforms import KEY, output_type, predictions_schema, to_predictions, unscored
 
 if TYPE_CHECKING:
@@ -47,8 +47,8 @@ class ScoreReport:
 
 
 def resolve_version(cfg: Config, model: str, version: int | None) -> int:
-    from dlpipe.model_store import read_info, serving_version
-    from dlpipe.s3 import check_name, s3_client
+    from dlpipe.core.s3 import check_name, s3_client
+    from dlpipe.registry.store import read_info, serving_version
 
     check_name("model", model)
     client = s3_client(cfg)
@@ -118,7 +118,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None) -> int:
-    from dlpipe.session import get_spark
+    from dlpipe.core.session import get_spark
 
     args = parse_args(argv)
     cfg = config_from_args(args)

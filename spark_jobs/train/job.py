@@ -21,15 +21,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from dlpipe.cli import add_config_args, config_from_args
-from dlpipe.config import Config
-from dlpipe.errors import DlpipeError
-from dlpipe.progress import say
+from dlpipe.cli.main import add_config_args, config_from_args
+from dlpipe.core.config import Config
+from dlpipe.core.errors import DlpipeError
+from dlpipe.core.progress import say
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from dlpipe.manifest import Manifest
+    from dlpipe.datasets.manifest import Manifest
     from models.train import TrainSpec
 
 
@@ -91,8 +91,8 @@ class _EpochReporter(threading.Thread):
 
 def train(spark: SparkSession | None, cfg: Config, *, workers: int, run_id: str | None = None,
           dataset: str | None = None, version: int | None = None) -> dict[str, Any]:
-    from dlpipe.manifest import open_manifest
-    from dlpipe.s3 import s3_client
+    from dlpipe.core.s3 import s3_client
+    from dlpipe.datasets.manifest import open_manifest
     from models.checkpoints import RunStore
     from models.train import train_worker
 
@@ -154,8 +154,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None) -> int:
-    from dlpipe.config import with_overrides
-    from dlpipe.session import get_spark
+    from dlpipe.core.config import with_overrides
+    from dlpipe.core.session import get_spark
 
     args = parse_args(argv)
     cfg = config_from_args(args)

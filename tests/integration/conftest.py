@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from dlpipe.config import with_overrides
+from dlpipe.core.config import with_overrides
 from spark_jobs.export import job as export_job
 from spark_jobs.ingest import job as ingest_job
 from tests.helpers import isolated, send

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dlpipe.install import locate
-from dlpipe.stack.services import spark_master_status
+from dlpipe.localstack.install import locate
+from dlpipe.localstack.services import spark_master_status
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from spark_jobs.smoke import check_delta, check_kafka, check_training
+from spark_jobs.smoke.job import check_delta, check_kafka, check_training
 from tests.helpers import read_delta_with_delta_rs
 
 pytestmark = pytest.mark.integration
@@ -45,7 +45,7 @@ def test_records_from_a_plain_kafka_producer_reach_spark(spark, cfg) -> None:
 
 
 def test_plain_file_output_is_committed_by_the_magic_committer(spark, cfg) -> None:
-    from dlpipe.s3 import s3_client
+    from dlpipe.core.s3 import s3_client
 
     prefix = f"_smoke/json/{uuid.uuid4().hex}"
     spark.range(10).write.json(f"s3a://{cfg.buckets.lake}/{prefix}")
@@ -78,7 +78,7 @@ def test_spark_tensorflow_distributor_trains_on_two_workers(spark) -> None:
 
 
 def test_jobs_reuse_an_existing_session_as_in_a_notebook(spark, cfg) -> None:
-    from dlpipe.session import get_spark
+    from dlpipe.core.session import get_spark
 
     assert get_spark(cfg) is spark
     assert get_spark(cfg, spark=spark) is spark

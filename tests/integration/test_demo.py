@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dlpipe.s3 import s3_client
+from dlpipe.core.s3 import s3_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_demo_runs_end_to_end_and_writes_its_report(cfg, test_env):
     started = set((cfg.stack.state_dir.parent / "reports").glob("demo-*.html"))
     proc = subprocess.run(
-        [sys.executable, "-m", "dlpipe.cli", "demo", "--count", "400",
+        [sys.executable, "-m", "dlpipe.cli.main", "demo", "--count", "400",
          "--set", "training.epochs=4", "--set", "training.min_test_accuracy=0.3",
          "--set", "spark.master=local[2]"],
         cwd=ROOT, env=test_env, capture_output=True, text=True, timeout=1200)

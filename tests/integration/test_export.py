@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dlpipe.config import with_overrides
-from dlpipe.manifest import STAGING, DatasetNotFoundError, open_manifest
-from dlpipe.s3 import s3_client
-from dlpipe.shard_cache import RemoteShard, ShardCache
+from dlpipe.core.config import with_overrides
+from dlpipe.core.s3 import s3_client
+from dlpipe.datasets.manifest import STAGING, DatasetNotFoundError, open_manifest
+from dlpipe.datasets.shard_cache import RemoteShard, ShardCache
 from models.input import make_dataset
 from spark_jobs.export import job as export_job
 from spark_jobs.export.transforms import split_of
@@ -171,7 +171,7 @@ def test_a_killed_export_publishes_nothing_and_the_next_one_cleans_up(spark, ing
     client, bucket = s3_client(ingested), ingested.buckets.datasets
     flags = [f"--set=tables.clean={ingested.tables.clean}", f"--dataset={dataset}",
              "--set=export.shard_target_mb=0.02"]
-    proc = subprocess.Popen([sys.executable, "-m", "dlpipe.cli", "export", *flags], env=test_env,
+    proc = subprocess.Popen([sys.executable, "-m", "dlpipe.cli.main", "export", *flags], env=test_env,
                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline, staged = time.monotonic() + 240, []
     while time.monotonic() < deadline and proc.poll() is None and not staged:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from dlpipe.produce import produce
-from dlpipe.records import BAD_KINDS
-from dlpipe.sources import digits
+from dlpipe.produce.producer import produce
+from dlpipe.produce.records import BAD_KINDS
+from dlpipe.produce.sources import digits
 from spark_jobs.ingest import job
 from tests.helpers import isolated, read_delta_with_delta_rs, send
 
@@ -54,7 +54,7 @@ def test_10k_digits_with_5pct_bad_end_exactly_where_the_producer_log_says(spark,
     assert totals == {"rows_in": 10_000, "clean": len(want_clean), "quarantined": len(want_q),
                       "duplicates": kinds["duplicate"]}
 
-    from dlpipe.contract import TABLES, table_json_schema
+    from dlpipe.contract.record import TABLES, table_json_schema
 
     for name in TABLES:
         written = read_delta_with_delta_rs(cfg, getattr(cfg.tables, name)).schema().to_arrow().names
@@ -69,7 +69,7 @@ def test_10k_digits_with_5pct_bad_end_exactly_where_the_producer_log_says(spark,
 
 def test_v2_records_map_by_config_and_resending_ids_counts_duplicates(spark, cfg, tmp_path):
     cfg = isolated(cfg, "v2")
-    from dlpipe.records import Message, encode, record, to_v2
+    from dlpipe.produce.records import Message, encode, record, to_v2
 
     now = datetime.now(UTC)
     samples = digits()

@@ -9,9 +9,9 @@ import uuid
 
 import pytest
 
-from dlpipe.model_store import publish_model
-from dlpipe.model_sync import download_version
-from dlpipe.s3 import s3_client
+from dlpipe.core.s3 import s3_client
+from dlpipe.registry.store import publish_model
+from dlpipe.registry.sync import download_version
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ def test_sync_follows_promotions_in_tf_serving_layout(served_model, test_env, tm
         return publish_model(client, bucket, name, source, extras={}, info={"promoted": promoted})
 
     def sync(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "dlpipe.cli", "models", "sync", "--dest",
+        return subprocess.run([sys.executable, "-m", "dlpipe.cli.main", "models", "sync", "--dest",
                                str(dest), "--model", name, *extra], env=test_env,
                               capture_output=True, text=True, timeout=300)
 
@@ -50,7 +50,7 @@ def test_sync_follows_promotions_in_tf_serving_layout(served_model, test_env, tm
     assert publish(True) == 5
     assert sync("--keep", "2").returncode == 0 and local() == ["4", "5"]  # oldest dropped
 
-    listing = subprocess.run([sys.executable, "-m", "dlpipe.cli", "models", "list", "--model", name,
+    listing = subprocess.run([sys.executable, "-m", "dlpipe.cli.main", "models", "list", "--model", name,
                               "--json"], env=test_env, capture_output=True, text=True, timeout=120)
     versions = json.loads(listing.stdout)[name]
     assert [(v["version"], v["promoted"]) for v in versions] == [(1, True), (2, False), (3, True),

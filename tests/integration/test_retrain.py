@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 
-from dlpipe.model_store import complete_versions
-from dlpipe.s3 import s3_client
-from spark_jobs import retrain
+from dlpipe.core.s3 import s3_client
+from dlpipe.registry.store import complete_versions
+from spark_jobs.retrain import job as retrain
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 

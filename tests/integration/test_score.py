@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dlpipe.model_sync import download_version
-from dlpipe.s3 import s3_client
+from dlpipe.core.s3 import s3_client
+from dlpipe.registry.sync import download_version
 from spark_jobs.score import job as score_job
 from tests.helpers import read_delta_with_delta_rs
 
@@ -60,7 +60,7 @@ def test_scoring_again_adds_nothing_and_all_replaces_without_duplicates(scored, 
 
 
 def test_unknown_model_or_version_is_a_clear_error(spark, served_model):
-    from dlpipe.errors import DlpipeError
+    from dlpipe.core.errors import DlpipeError
 
     with pytest.raises(DlpipeError, match="no promoted version"):
         score_job.score(spark, served_model, model="no-such-model")

@@ -15,12 +15,12 @@ import httpx
 import numpy as np
 import pytest
 
-from dlpipe.config import with_overrides
-from dlpipe.model_store import publish_model
-from dlpipe.model_sync import download_version
-from dlpipe.s3 import s3_client
+from dlpipe.core.config import with_overrides
+from dlpipe.core.process import free_ports
+from dlpipe.core.s3 import s3_client
+from dlpipe.registry.store import publish_model
+from dlpipe.registry.sync import download_version
 from dlpipe.serving.launch import running_server
-from dlpipe.stack.process import free_ports
 from tests.helpers import read_delta_with_delta_rs
 
 pytestmark = pytest.mark.integration

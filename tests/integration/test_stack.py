@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from dlpipe.config import CREDENTIALS_FILE, with_overrides
-from dlpipe.errors import ServiceError
-from dlpipe.stack.stack import Stack
+from dlpipe.core.config import CREDENTIALS_FILE, with_overrides
+from dlpipe.core.errors import ServiceError
+from dlpipe.localstack.stack import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ def test_status_reports_kafka_and_minio_healthy(cfg, test_env) -> None:
 def test_buckets_and_topics_from_config_exist(cfg) -> None:
     from confluent_kafka.admin import AdminClient
 
-    from dlpipe.s3 import s3_client
+    from dlpipe.core.s3 import s3_client
 
     buckets = {b["Name"] for b in s3_client(cfg).list_buckets()["Buckets"]}
     assert set(cfg.buckets.names()) <= buckets
@@ -55,7 +55,7 @@ def test_up_again_reuses_the_running_services(stack, test_env) -> None:
 def test_minio_runs_with_generated_credentials_only(cfg, monkeypatch) -> None:
     from botocore.exceptions import ClientError
 
-    from dlpipe.s3 import s3_client
+    from dlpipe.core.s3 import s3_client
 
     creds = cfg.stack.state_dir / CREDENTIALS_FILE
     assert creds.exists(), f"the test stack should use generated credentials in {creds}"

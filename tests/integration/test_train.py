@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlpipe.config import with_overrides
-from dlpipe.install import locate
-from dlpipe.model_store import complete_versions, read_info, serving_version
-from dlpipe.s3 import s3_client
+from dlpipe.core.config import with_overrides
+from dlpipe.core.s3 import s3_client
+from dlpipe.localstack.install import locate
+from dlpipe.registry.store import complete_versions, read_info, serving_version
 from models.checkpoints import CheckpointError, RunStore
 from spark_jobs.train import job as train_job
 
@@ -118,7 +118,7 @@ def test_a_killed_run_resumes_after_its_last_checkpoint_with_the_same_total_step
     flags = [f"--set=export.dataset={train_cfg.export.dataset}",
              f"--set=training.model_name={train_cfg.training.model_name}", f"--epochs={EPOCHS}",
              "--workers=2", f"--run-id={run_id}", "--set=spark.master=local[2]"]
-    proc = subprocess.Popen([sys.executable, "-m", "dlpipe.cli", "train", *flags], env=test_env,
+    proc = subprocess.Popen([sys.executable, "-m", "dlpipe.cli.main", "train", *flags], env=test_env,
                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:

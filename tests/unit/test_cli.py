@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from dlpipe import cli
+from dlpipe.cli import main as cli
 
 
 def _all_parsers(parser: argparse.ArgumentParser, path=()):
@@ -29,7 +29,7 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_console_script_is_installed() -> None:
-    out = subprocess.run([sys.executable, "-m", "dlpipe.cli", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "dlpipe.cli.main", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "stack" in out.stdout
 
 

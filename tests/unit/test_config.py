@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from dlpipe.config import CREDENTIALS_FILE, RUNTIME_FILE, load_config, with_overrides
-from dlpipe.errors import ConfigError
+from dlpipe.core.config import CREDENTIALS_FILE, RUNTIME_FILE, load_config, with_overrides
+from dlpipe.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 YAML = ROOT / "conf" / "pipeline.yaml"

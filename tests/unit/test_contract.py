@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from jsonschema import Draft202012Validator
 
-from dlpipe.config import load_config
-from dlpipe.contract import raw_record_json_schema
-from dlpipe.records import bad_message, encode_png, record, to_v2
+from dlpipe.contract.record import raw_record_json_schema
+from dlpipe.core.config import load_config
+from dlpipe.produce.records import bad_message, encode_png, record, to_v2
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = load_config(ROOT / "conf" / "pipeline.yaml", environ={})
@@ -27,7 +27,7 @@ def schema(version: str) -> dict:
 def test_schema_files_are_generated_from_the_contract(version: str) -> None:
     spec = CFG.ingest.schema_versions[version]
     assert schema(version) == raw_record_json_schema(version, spec.renamed, spec.added), (
-        "conf/schemas is stale: regenerate it from dlpipe.contract.raw_record_json_schema")
+        "conf/schemas is stale: regenerate it from dlpipe.contract.record.raw_record_json_schema")
 
 
 def test_valid_records_of_both_versions_validate() -> None:
@@ -47,7 +47,7 @@ def test_structurally_bad_records_fail_the_schema(kind: str) -> None:
 
 @pytest.mark.parametrize("table", ["clean", "quarantine", "ingest_batches"])
 def test_table_schema_files_are_generated_from_the_ddl(table: str) -> None:
-    from dlpipe.contract import table_json_schema
+    from dlpipe.contract.record import table_json_schema
 
     on_disk = json.loads((ROOT / "conf" / "schemas" / f"{table}-table.schema.json").read_text())
     assert on_disk == table_json_schema(table)

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 from chispa import assert_df_equality
 
-from dlpipe.errors import ConfigError, DlpipeError
+from dlpipe.core.errors import ConfigError, DlpipeError
 from spark_jobs.export.transforms import (
     check_fractions,
     plan_shards,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from chispa import assert_df_equality
 
-from dlpipe.config import load_config
-from dlpipe.contract import Reason
-from dlpipe.records import BAD_KINDS, bad_message, encode, encode_png, record, to_v2
+from dlpipe.contract.record import Reason
+from dlpipe.core.config import load_config
+from dlpipe.produce.records import BAD_KINDS, bad_message, encode, encode_png, record, to_v2
 from spark_jobs.ingest import transforms as T
 from spark_jobs.ingest.images import ImageLimits, make_inspect_udf
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from dlpipe.errors import MissingToolError
-from dlpipe.install import _drop_jars_pyspark_ships, locate, missing, require_installed
+from dlpipe.core.errors import MissingToolError
+from dlpipe.localstack.install import _drop_jars_pyspark_ships, locate, missing, require_installed
 
 
 def test_an_empty_tools_home_lists_every_missing_piece(tmp_path: Path) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dlpipe.errors import DlpipeError
-from dlpipe.manifest import Manifest, Shard, shard_path
+from dlpipe.core.errors import DlpipeError
+from dlpipe.datasets.manifest import Manifest, Shard, shard_path
 from models.input import shard_order, worker_shards
 
 
@@ -34,8 +34,8 @@ def test_json_round_trip_and_layout():
 
 @pytest.mark.parametrize(("text", "message"), [
     ("{not json", "not valid JSON"),
-    ('{"format": "something/else"}', "is not a dlpipe.tfrecord-dataset/1 manifest"),
-    ('{"format": "dlpipe.tfrecord-dataset/1", "shards": []}', "missing or has unexpected fields"),
+    ('{"format": "something/else"}', "is not a dlpipe.datasets.tfrecord-dataset/1 manifest"),
+    ('{"format": "dlpipe.datasets.tfrecord-dataset/1", "shards": []}', "missing or has unexpected fields"),
 ])
 def test_bad_manifests_are_named(text, message):
     with pytest.raises(DlpipeError, match=message):

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from dlpipe import versions
-from dlpipe.maven import render_pom
+from dlpipe.localstack import versions
+from dlpipe.localstack.maven import render_pom
 
 NS = {"m": "http://maven.apache.org/POM/4.0.0"}
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dlpipe.config import load_config, with_overrides
-from dlpipe.errors import ConfigError, DlpipeError
-from dlpipe.manifest import Manifest, Shard, shard_path
+from dlpipe.core.config import load_config, with_overrides
+from dlpipe.core.errors import ConfigError, DlpipeError
+from dlpipe.datasets.manifest import Manifest, Shard, shard_path
 from spark_jobs.train.job import _epoch_line, make_spec
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dlpipe.errors import ServiceError
-from dlpipe.stack.process import Service, free_ports
+from dlpipe.core.errors import ServiceError
+from dlpipe.core.process import Service, free_ports
 
 
 def _http_ok(port: int) -> bool:
@@ -94,7 +94,7 @@ def test_unhealthy_start_times_out_and_cleans_up(tmp_path: Path) -> None:
 
 
 def test_run_streaming_feeds_lines_and_reports_the_tail_on_failure() -> None:
-    from dlpipe.progress import run_streaming
+    from dlpipe.core.progress import run_streaming
 
     seen: list[str] = []
     run_streaming([sys.executable, "-c", "print('a'); print('b')"], on_line=seen.append, failure="x")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from dlpipe.report import ReportData, Sample, render
+from dlpipe.cli.report import ReportData, Sample, render
 
 
 def test_report_embeds_every_plot_and_escapes_text():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dlpipe.errors import DlpipeError
-from dlpipe.s3 import check_name
+from dlpipe.core.errors import DlpipeError
+from dlpipe.core.s3 import check_name
 
 
 @pytest.mark.parametrize("name", ["digits", "digits-cnn", "v1.2_b", "0abc"])

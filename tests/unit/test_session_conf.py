@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from dlpipe.config import load_config
-from dlpipe.install import Installed
-from dlpipe.session import REDACTION_REGEX, spark_conf
+from dlpipe.core.config import load_config
+from dlpipe.core.session import REDACTION_REGEX, spark_conf
+from dlpipe.localstack.install import Installed
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from dlpipe.sources import SYNTHETIC_CLASSES, digits, image_folder, synthetic
+from dlpipe.produce.sources import SYNTHETIC_CLASSES, digits, image_folder, synthetic
 
 
 def test_digits_are_the_real_8x8_data_set_and_cycle_with_new_indices() -> None:

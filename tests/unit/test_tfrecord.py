@@ -1,4 +1,4 @@
-"""Tiny synthetic TFRecords written by dlpipe.tfrecord, read by TensorFlow itself."""
+"""Tiny synthetic TFRecords written by dlpipe.datasets.tfrecord, read by TensorFlow itself."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from dlpipe.tfrecord import FEATURES, encode_example, frame, read_records
+from dlpipe.datasets.tfrecord import FEATURES, encode_example, frame, read_records
 
 RECORDS = [
     {"image": b"\x89PNG\r\n" + bytes(range(256)) * 40, "label": 7, "id": "digits-000001",

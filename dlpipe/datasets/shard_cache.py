@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dlpipe.config import Config
-from dlpipe.errors import DlpipeError
+from dlpipe.core.config import Config
+from dlpipe.core.errors import DlpipeError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-    from dlpipe.manifest import Manifest, Shard
+    from dlpipe.datasets.manifest import Manifest, Shard
 
 
 class ShardError(DlpipeError):
@@ -71,7 +71,7 @@ class ShardCache:
 
     @classmethod
     def from_config(cls, cfg: Config, *, cache_dir: Path | None = None) -> ShardCache:
-        from dlpipe.s3 import s3_client
+        from dlpipe.core.s3 import s3_client
 
         reader = cfg.export.reader
         return cls(s3_client(cfg, max_pool_connections=max(16, reader.download_threads * 2)),

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from dlpipe.config import CREDENTIALS_FILE, RUNTIME_FILE, Config, with_overrides
-from dlpipe.install import Installed, require_installed
-from dlpipe.progress import say, step
-from dlpipe.stack.process import Service, free_ports
-from dlpipe.stack.services import kafka_service, minio_service, spark_cluster_services
+from dlpipe.core.config import CREDENTIALS_FILE, RUNTIME_FILE, Config, with_overrides
+from dlpipe.core.process import Service, free_ports
+from dlpipe.core.progress import say, step
+from dlpipe.localstack.install import Installed, require_installed
+from dlpipe.localstack.services import kafka_service, minio_service, spark_cluster_services
 
 
 @dataclass
@@ -23,7 +23,7 @@ class Stack:
 
     @classmethod
     def from_config(cls, cfg: Config) -> Stack:
-        from dlpipe.install import locate
+        from dlpipe.localstack.install import locate
 
         return cls(cfg=cfg, installed=locate())
 
@@ -61,7 +61,7 @@ class Stack:
                 started = svc.start(timeout)
                 s.detail(("started, pid " if started else "already running, pid ") + str(svc.pid()))
         with step("creating buckets and topics"):
-            from dlpipe.stack.provision import ensure_buckets, ensure_topics
+            from dlpipe.localstack.provision import ensure_buckets, ensure_topics
 
             ensure_buckets(cfg)
             ensure_topics(cfg)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from dlpipe.contract import CURRENT_SCHEMA_VERSION, Reason
+from dlpipe.contract.record import CURRENT_SCHEMA_VERSION, Reason
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Run with spark-submit (the connector jars come from ``dlpipe jars``)::
 
-    spark-submit --master local[2] --jars "$(dlpipe jars)" spark_jobs/smoke.py \
+    spark-submit --master local[2] --jars "$(dlpipe jars)" spark_jobs/smoke/job.py \
         --config conf/pipeline.yaml --steps delta,kafka,train
 
 or as ``dlpipe smoke``. Each step writes and reads back real data and fails loudly when the
@@ -18,9 +18,9 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from dlpipe.cli import add_config_args, config_from_args
-from dlpipe.config import Config
-from dlpipe.progress import step
+from dlpipe.cli.main import add_config_args, config_from_args
+from dlpipe.core.config import Config
+from dlpipe.core.progress import step
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -47,7 +47,7 @@ def check_delta(spark: SparkSession, cfg: Config, *, rows: int = 1000) -> dict[s
 
 def check_kafka(spark: SparkSession, cfg: Config, *, messages: int = 100) -> dict[str, Any]:
     """Produce through Spark's Kafka sink and read the same messages back with its source."""
-    from dlpipe.stack.provision import require_topic
+    from dlpipe.localstack.provision import require_topic
 
     topic = cfg.kafka.topics["smoke"].name
     require_topic(cfg, topic)
@@ -111,7 +111,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None) -> int:
-    from dlpipe.session import get_spark
+    from dlpipe.core.session import get_spark
 
     args = parse_args(argv)
     cfg = config_from_args(args)

@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dlpipe.cli import add_config_args, config_from_args
-from dlpipe.config import Config
-from dlpipe.progress import say
-from dlpipe.records import BAD_KINDS, Message, bad_message, encode, record, to_v2
-from dlpipe.sources import Sample, digits, image_folder, synthetic
+from dlpipe.cli.main import add_config_args, config_from_args
+from dlpipe.core.config import Config
+from dlpipe.core.progress import say
+from dlpipe.produce.records import BAD_KINDS, Message, bad_message, encode, record, to_v2
+from dlpipe.produce.sources import Sample, digits, image_folder, synthetic
 
 
 @dataclass
@@ -75,7 +75,7 @@ def produce(cfg: Config, messages: Iterator[tuple[str, Message]], *, count: int,
     from confluent_kafka import Producer
     from tqdm import tqdm
 
-    from dlpipe.stack.provision import require_topic
+    from dlpipe.localstack.provision import require_topic
 
     topic = cfg.kafka.topics["raw"].name
     require_topic(cfg, topic)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from dlpipe.cli import add_config_args, config_from_args
+from dlpipe.cli.main import add_config_args, config_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,9 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from dlpipe.model_store import complete_versions
-    from dlpipe.model_sync import sync_models
-    from dlpipe.s3 import s3_client
+    from dlpipe.core.s3 import s3_client
+    from dlpipe.registry.store import complete_versions
+    from dlpipe.registry.sync import sync_models
 
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)

@@ -13,9 +13,9 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from dlpipe.config import Config
-from dlpipe.errors import MissingToolError
-from dlpipe.install import Installed, locate, require_installed
+from dlpipe.core.config import Config
+from dlpipe.core.errors import MissingToolError
+from dlpipe.localstack.install import Installed, locate, require_installed
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -16,12 +16,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dlpipe.errors import DlpipeError
+from dlpipe.core.errors import DlpipeError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-FORMAT = "dlpipe.tfrecord-dataset/1"
+FORMAT = "dlpipe.datasets.tfrecord-dataset/1"
 MANIFEST = "manifest.json"
 STAGING = "_staging"
 SPLITS = ("train", "validation", "test")
@@ -156,7 +156,7 @@ def open_manifest(client: S3Client, bucket: str, dataset: str, version: int | No
 
 def open_manifest_uri(client: S3Client, uri: str) -> Manifest:
     """A manifest by its URI (``s3://bucket/dataset/version/manifest.json`` or the folder)."""
-    from dlpipe.s3 import split_uri
+    from dlpipe.core.s3 import split_uri
 
     bucket, key = split_uri(uri)
     prefix = key.rstrip("/").removesuffix(MANIFEST).rstrip("/")

@@ -16,10 +16,10 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from dlpipe.config import Config
-from dlpipe.errors import MissingToolError
-from dlpipe.install import Installed
-from dlpipe.stack.process import Service
+from dlpipe.core.config import Config
+from dlpipe.core.errors import MissingToolError
+from dlpipe.core.process import Service
+from dlpipe.localstack.install import Installed
 
 
 def java() -> str:

@@ -23,13 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlpipe.config import Config
-from dlpipe.progress import say, step
+from dlpipe.core.config import Config
+from dlpipe.core.progress import say, step
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from dlpipe.report import Sample
+    from dlpipe.cli.report import Sample
 
 SAMPLES = 16
 
@@ -43,12 +43,12 @@ class Timings:
 
 
 def run(cfg: Config, *, cluster: bool = False, count: int = 1797) -> int:
-    from dlpipe.install import install_all
-    from dlpipe.produce import plan_messages, produce
-    from dlpipe.records import BAD_KINDS
-    from dlpipe.session import get_spark
-    from dlpipe.sources import digits
-    from dlpipe.stack.stack import Stack
+    from dlpipe.core.session import get_spark
+    from dlpipe.localstack.install import install_all
+    from dlpipe.localstack.stack import Stack
+    from dlpipe.produce.producer import plan_messages, produce
+    from dlpipe.produce.records import BAD_KINDS
+    from dlpipe.produce.sources import digits
     from spark_jobs.export import job as export_job
     from spark_jobs.ingest import job
     from spark_jobs.score import job as score_job
@@ -136,15 +136,15 @@ def run(cfg: Config, *, cluster: bool = False, count: int = 1797) -> int:
 
 
 def _epochs(cfg: Config, run_id: str) -> list[dict[str, Any]]:
-    from dlpipe.s3 import s3_client
+    from dlpipe.core.s3 import s3_client
     from models.checkpoints import RunStore
 
     return RunStore(s3_client(cfg), cfg.buckets.checkpoints, run_id).metrics()
 
 
 def _serving_version(cfg: Config, model: str) -> int | None:
-    from dlpipe.model_store import serving_version
-    from dlpipe.s3 import s3_client
+    from dlpipe.core.s3 import s3_client
+    from dlpipe.registry.store import serving_version
 
     return serving_version(s3_client(cfg), cfg.buckets.models, model)
 
@@ -166,7 +166,7 @@ def _ask_server(spark: SparkSession, cfg: Config, model: str, manifest: Any
                 ) -> tuple[list[Sample], list[float]]:
     import urllib.request
 
-    from dlpipe.report import Sample
+    from dlpipe.cli.report import Sample
     from dlpipe.serving.launch import running_server
 
     images = _test_images(spark, cfg, manifest)
@@ -189,8 +189,8 @@ def _ask_server(spark: SparkSession, cfg: Config, model: str, manifest: Any
 
 def _write_report(cfg: Config, summary: dict[str, str], timings: Timings, epochs: list[dict[str, Any]],
                   model: dict[str, Any], samples: list[Sample], reasons: Counter) -> tuple[Path, str]:
-    from dlpipe.report import ReportData, render
-    from dlpipe.s3 import s3_client
+    from dlpipe.cli.report import ReportData, render
+    from dlpipe.core.s3 import s3_client
 
     client = s3_client(cfg)
     bucket, name = cfg.buckets.models, cfg.training.model_name

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dlpipe.config import Config
-from dlpipe.errors import ServiceError
+from dlpipe.core.config import Config
+from dlpipe.core.errors import ServiceError
 
 
 def ensure_buckets(cfg: Config) -> list[str]:
     """Create missing buckets; returns the ones it created."""
     from botocore.exceptions import ClientError
 
-    from dlpipe.s3 import s3_client
+    from dlpipe.core.s3 import s3_client
 
     client = s3_client(cfg)
     existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dlpipe.errors import ServiceError
+from dlpipe.core.errors import ServiceError
 
 
 @dataclass

@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlpipe.errors import DlpipeError
-from dlpipe.s3 import delete_keys, list_keys
+from dlpipe.core.errors import DlpipeError
+from dlpipe.core.s3 import delete_keys, list_keys
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -11,8 +11,8 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from dlpipe.config import Config, load_config
-from dlpipe.errors import DlpipeError
+from dlpipe.core.config import Config, load_config
+from dlpipe.core.errors import DlpipeError
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +34,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 # -- commands --------------------------------------------------------------------------
 
 def cmd_install(args: argparse.Namespace) -> int:
-    from dlpipe.install import install_all
+    from dlpipe.localstack.install import install_all
 
     installed = install_all()
     print(f"kafka libs:  {installed.kafka_libs}")
@@ -44,20 +44,20 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_jars(args: argparse.Namespace) -> int:
-    from dlpipe.install import require_installed
+    from dlpipe.localstack.install import require_installed
 
     print(",".join(str(p) for p in require_installed(spark_only=True).spark_jar_paths()))
     return 0
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
-    from dlpipe.stack.stack import Stack
+    from dlpipe.localstack.stack import Stack
 
     cfg = config_from_args(args)
     stack = Stack.from_config(cfg)
     if args.action == "up":
         if args.install:
-            from dlpipe.install import install_all
+            from dlpipe.localstack.install import install_all
 
             install_all()
         stack = stack.up(cluster=args.cluster, use_free_ports=args.free_ports)
@@ -81,7 +81,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 
 def cmd_smoke(args: argparse.Namespace) -> int:
-    from spark_jobs import smoke
+    from spark_jobs.smoke import job as smoke
 
     return smoke.main([*_passthrough(args), f"--steps={args.steps}"])
 
@@ -98,7 +98,7 @@ def _job_main(module: str) -> Callable[[list[str]], int]:
 # Jobs parse their own flags (they also run under spark-submit): `dlpipe JOB ARGS...` hands
 # ARGS to the job's own parser, so `dlpipe ingest --help` is the job's help.
 JOBS: dict[str, tuple[str, str]] = {
-    "produce": ("dlpipe.produce",
+    "produce": ("dlpipe.produce.producer",
                 "publish labelled images (digits, synthetic, a folder) to the raw topic"),
     "ingest": ("spark_jobs.ingest.job",
                "Kafka -> clean and quarantine Delta tables on MinIO (Structured Streaming)"),
@@ -106,19 +106,19 @@ JOBS: dict[str, tuple[str, str]] = {
                "a pinned Delta version -> TFRecord shards + manifest on MinIO"),
     "train": ("spark_jobs.train.job",
               "multi-worker CNN training on Spark barrier tasks; checkpoints, resume, versioned export"),
-    "retrain": ("spark_jobs.retrain",
+    "retrain": ("spark_jobs.retrain.job",
                 "export the clean table's latest version, then train on it (the scheduled job)"),
     "serve": ("dlpipe.serving.server",
               "serve the newest promoted models over the TF Serving REST and gRPC APIs (hot reload)"),
     "score": ("spark_jobs.score.job",
               "batch inference over the clean table into the predictions Delta table"),
-    "models": ("dlpipe.models_cli",
+    "models": ("dlpipe.cli.models_cmd",
                "list model versions, or copy promoted ones to a folder TF Serving reads (sync)"),
 }
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from dlpipe import demo
+    from dlpipe.cli import demo
 
     return demo.run(config_from_args(args), cluster=args.cluster, count=args.count)
 

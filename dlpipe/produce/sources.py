@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from dlpipe.records import Image, encode_png
+from dlpipe.produce.records import Image, encode_png
 
 SYNTHETIC_CLASSES = ("circle", "square", "triangle", "cross", "ring", "stripes", "checker", "diamond")
 

@@ -3,7 +3,7 @@
 Run with spark-submit (connector jars from ``dlpipe jars``), e.g. as the Kubernetes
 ``ScheduledSparkApplication`` of the Helm chart::
 
-    spark-submit --master local[2] --jars "$(dlpipe jars)" spark_jobs/retrain.py \
+    spark-submit --master local[2] --jars "$(dlpipe jars)" spark_jobs/retrain/job.py \
         --config conf/pipeline.yaml [--dataset NAME] [--workers N] [--epochs E]
 
 One SparkSession runs both steps. The run id is ``retrain-<dataset>-v<delta version>``, so
@@ -19,8 +19,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from dlpipe.cli import add_config_args, config_from_args
-from dlpipe.progress import say
+from dlpipe.cli.main import add_config_args, config_from_args
+from dlpipe.core.progress import say
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -36,8 +36,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None) -> int:
-    from dlpipe.config import with_overrides
-    from dlpipe.session import get_spark
+    from dlpipe.core.config import with_overrides
+    from dlpipe.core.session import get_spark
     from spark_jobs.export import job as export_job
     from spark_jobs.train import job as train_job
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from dlpipe.errors import ConfigError
+from dlpipe.core.errors import ConfigError
 
 ENV_PREFIX = "DLPIPE__"
 # Environment variables a deployment sets most often, with their config keys.
@@ -273,7 +273,7 @@ def default_config_path() -> Path:
     local = Path("conf/pipeline.yaml")
     if local.is_file():
         return local
-    return Path(__file__).resolve().parents[1] / "conf" / "pipeline.yaml"
+    return Path(__file__).resolve().parents[2] / "conf" / "pipeline.yaml"
 
 
 def load_config(

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dlpipe.errors import DlpipeError
-from dlpipe.model_store import MARKER, read_info, serving_version
+from dlpipe.core.errors import DlpipeError
+from dlpipe.registry.store import MARKER, read_info, serving_version
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -16,10 +16,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from dlpipe import versions
-from dlpipe.errors import MissingToolError
-from dlpipe.maven import copy_dependencies
-from dlpipe.progress import run_streaming, say, step
+from dlpipe.core.errors import MissingToolError
+from dlpipe.core.progress import run_streaming, say, step
+from dlpipe.localstack import versions
+from dlpipe.localstack.maven import copy_dependencies
 
 MARKER = ".dlpipe-installed"
 _JAR_ARTIFACT = re.compile(r"^(?P<artifact>.+?)-\d[^/]*\.jar$")

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from dlpipe.config import Config
+from dlpipe.core.config import Config
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -39,7 +39,7 @@ _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 def check_name(what: str, name: str) -> str:
     """A dataset or model name: it becomes one segment of object keys (and a literal in a
     Delta MERGE condition), so only letters, digits, '.', '_' and '-' are allowed."""
-    from dlpipe.errors import DlpipeError
+    from dlpipe.core.errors import DlpipeError
 
     if not _SEGMENT.match(name):
         raise DlpipeError(f"{what} name {name!r} may use letters, digits, '.', '_' and '-' only",

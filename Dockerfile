@@ -40,9 +40,12 @@ RUN if [ "$TF_VARIANT" = "gpu" ]; then \
 COPY dlpipe/ dlpipe/
 COPY models/ models/
 COPY spark_jobs/ spark_jobs/
+# The connector jars go into Spark's own jars folder, so every spark-submit in the image (the
+# Spark operator's included) has them on its classpath without --jars.
 RUN uv pip install --python /opt/venv/bin/python --no-deps . \
  && DLPIPE_HOME=/opt/dlpipe/tools python -c \
     "from dlpipe.localstack.install import install_spark_jars, locate; install_spark_jars(locate())" \
+ && cp /opt/dlpipe/tools/spark-jars*/*.jar /opt/venv/lib/python3.11/site-packages/pyspark/jars/ \
  && rm -rf /root/.m2
 
 # -- runtime --------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-export TF_USE_LEGACY_KERAS := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup demo test test-unit lint bench stack-up stack-down clean help
@@ -19,11 +18,12 @@ demo: setup  ## start the local stack and run the pipeline end to end
 test: setup lint  ## lint, then every test against the real local stack
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: setup  ## only the tests that need no services
-	$(PY) -m pytest -m "not integration and not spark" $(PYTEST_ARGS)
+test-unit: setup  ## the tests that need no service (stack down is fine), in under 2 minutes
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
-lint: setup  ## ruff
+lint: setup  ## ruff, and the import layers (import-linter)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 bench: setup  ## run every benchmark in bench/, write bench/results/
 	$(PY) -m bench

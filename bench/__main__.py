@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import pkgutil
 import sys
 import tempfile
@@ -11,8 +12,10 @@ from pathlib import Path
 
 from bench.harness import Context, Result, write_reports
 from dlpipe.core.config import load_config
-from dlpipe.core.progress import say, step
+from dlpipe.core.progress import step
 from dlpipe.localstack.stack import running_stack
+
+log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.extend(importlib.import_module(f"bench.{name}").run(ctx))
     json_path, md_path = write_reports(results, args.out)
     print(md_path.read_text())
-    say(f"results: {json_path} and {md_path}")
+    log.info(f"results: {json_path} and {md_path}")
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,12 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlpipe.core.config import Config
-from dlpipe.core.progress import say, step
+from dlpipe.core.progress import step
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from dlpipe.cli.report import Sample
+
+log = logging.getLogger(__name__)
 
 SAMPLES = 16
 
@@ -58,14 +61,14 @@ def run(cfg: Config, *, cluster: bool = False, count: int = 1797) -> int:
     timings = Timings()
     install_all()
     cfg = Stack.from_config(cfg).up(cluster=cluster).cfg
-    log = cfg.stack.state_dir / "demo-produced.jsonl"
+    produced_log = cfg.stack.state_dir / "demo-produced.jsonl"
     with step(f"producing {count} digits (5% bad records of {len(BAD_KINDS)} kinds, 2% duplicates)"):
         messages = plan_messages(
             digits(), count=count, prefix="digits", source="sklearn-digits", now=datetime.now(UTC),
             bad_fraction=0.05, bad_kinds=list(BAD_KINDS), duplicate_fraction=0.02,
             schema_version=1, watermark_delay_s=cfg.ingest.watermark_delay_s,
         )
-        report = produce(cfg, messages, count=count, rate=0, log_path=log)
+        report = produce(cfg, messages, count=count, rate=0, log_path=produced_log)
     timings.add("produce to Kafka", report.sent, report.seconds, "records")
     with step("starting Spark"):
         spark = get_spark(cfg, app_name="dlpipe-demo", master="cluster" if cluster else None)
@@ -93,9 +96,9 @@ def run(cfg: Config, *, cluster: bool = False, count: int = 1797) -> int:
     samples: list[Sample] = []
     scored = None
     if serving is None:
-        say(f"model {name} has no promoted version (test accuracy {model['test_accuracy']:.4f} is "
-            f"below training.min_test_accuracy {cfg.training.min_test_accuracy}): nothing to serve "
-            "or score")
+        log.info(f"model {name} has no promoted version (test accuracy {model['test_accuracy']:.4f} is "
+                 f"below training.min_test_accuracy {cfg.training.min_test_accuracy}): nothing to serve "
+                 "or score")
     else:
         with step(f"serving {name} v{serving} over the TF Serving REST API; {SAMPLES} predictions") as s:
             samples, latencies = _ask_server(spark, cfg, name, manifest)
@@ -104,8 +107,24 @@ def run(cfg: Config, *, cluster: bool = False, count: int = 1797) -> int:
             scored = score_job.score(spark, cfg, model=name, version=serving)
         timings.add("batch scoring (rows not scored yet)", scored.scored, scored.seconds, "rows")
 
-    summary = {
-        "records produced": f"{report.sent:,}",
+    summary = _summary(cfg, report.sent, totals, reasons, manifest, model, serving, scored)
+    _print_summary(summary, timings)
+    with step("writing the HTML report"):
+        local, remote = _write_report(cfg, summary, timings, epochs, model, samples, reasons)
+    log.info(f"\nreport: {local}\n        {remote}")
+    log.info(f"demo finished in {time.monotonic() - started:.0f}s; the stack keeps running "
+             "(`dlpipe stack status`, `dlpipe stack down`). Try the model yourself: `dlpipe serve`, then "
+             f"POST {{\"instances\": [{{\"b64\": \"<PNG>\"}}]}} to "
+             f"http://{cfg.serving.host}:{cfg.serving.port}/v1/models/{name}:predict")
+    return 0
+
+
+def _summary(cfg: Config, sent: int, totals: Counter, reasons: Counter, manifest: Any,
+             model: dict[str, Any], serving: int | None, scored: Any) -> dict[str, str]:
+    """The lines a person reads at the end of the demo, one per stage."""
+    name = cfg.training.model_name
+    return {
+        "records produced": f"{sent:,}",
         "clean (written)": f"{totals['clean']:,}",
         "quarantined": f"{totals['quarantined']:,} "
                        f"({', '.join(f'{k} {v}' for k, v in sorted(reasons.items())) or 'none'})",
@@ -118,21 +137,16 @@ def run(cfg: Config, *, cluster: bool = False, count: int = 1797) -> int:
         "predictions table": f"{cfg.tables.predictions} "
                              + ("" if scored is None else f"({scored.total:,} rows for v{serving})"),
     }
-    say("")
+
+
+def _print_summary(summary: dict[str, str], timings: Timings) -> None:
+    log.info("")
     for key, value in summary.items():
-        say(f"{key + ':':26s}{value}")
-    say("\nthroughput by stage:")
+        log.info(f"{key + ':':26s}{value}")
+    log.info("\nthroughput by stage:")
     for stage, items, seconds, unit in timings.stages:
-        say(f"  {stage:44s} {items:>7,} {unit:8s} in {seconds:6.1f}s  "
-            f"{items / seconds if seconds else 0:>9,.0f}/s")
-    with step("writing the HTML report"):
-        local, remote = _write_report(cfg, summary, timings, epochs, model, samples, reasons)
-    say(f"\nreport: {local}\n        {remote}")
-    say(f"demo finished in {time.monotonic() - started:.0f}s; the stack keeps running "
-        "(`dlpipe stack status`, `dlpipe stack down`). Try the model yourself: `dlpipe serve`, then "
-        f"POST {{\"instances\": [{{\"b64\": \"<PNG>\"}}]}} to "
-        f"http://{cfg.serving.host}:{cfg.serving.port}/v1/models/{name}:predict")
-    return 0
+        log.info(f"  {stage:44s} {items:>7,} {unit:8s} in {seconds:6.1f}s  "
+                 f"{items / seconds if seconds else 0:>9,.0f}/s")
 
 
 def _epochs(cfg: Config, run_id: str) -> list[dict[str, Any]]:
@@ -181,9 +195,9 @@ def _ask_server(spark: SparkSession, cfg: Config, model: str, manifest: Any
                 answer = json.loads(response.read())["predictions"][0]
             latencies.append(time.perf_counter() - t)
             samples.append(Sample(image, label, answer["class_name"], max(answer["probabilities"])))
-            say(f"    POST {server.url}/v1/models/{model}:predict -> {answer['class_name']} "
-                f"({max(answer['probabilities']):.0%}); true label {label}; "
-                f"{latencies[-1] * 1000:.1f} ms")
+            log.info(f"    POST {server.url}/v1/models/{model}:predict -> {answer['class_name']} "
+                     f"({max(answer['probabilities']):.0%}); true label {label}; "
+                     f"{latencies[-1] * 1000:.1f} ms")
     return samples, latencies
 
 

@@ -11,25 +11,9 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from dlpipe.core.config import Config, load_config
+from dlpipe.core import logs
+from dlpipe.core.args import add_config_args, config_from_args
 from dlpipe.core.errors import DlpipeError
-
-
-def add_config_args(parser: argparse.ArgumentParser) -> None:
-    """``--config`` and ``--set``: the flags every command and job shares."""
-    parser.add_argument(
-        "--config", metavar="PATH",
-        help="pipeline config (default: $DLPIPE_CONFIG or conf/pipeline.yaml)",
-    )
-    parser.add_argument(
-        "--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-        help="override one config key, e.g. --set spark.master=local[2] (repeatable)",
-    )
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    return load_config(args.config, overrides=args.overrides)
-
 
 # -- commands --------------------------------------------------------------------------
 
@@ -78,6 +62,20 @@ def cmd_stack(args: argparse.Namespace) -> int:
         print(f"{'state dir':16s} {stack.cfg.stack.state_dir}")
     core = ("kafka", "minio")
     return 0 if all(status[n] == "healthy" for n in core) else 1
+
+
+def provide_jars() -> None:
+    """Hand the local install's connector jars to the jobs this process starts, unless the
+    caller already named some (``$DLPIPE_SPARK_JARS``) or none are installed (the jobs then
+    say what is missing)."""
+    import os
+
+    from dlpipe.core.session import JARS_ENV
+    from dlpipe.localstack.install import locate, missing
+
+    installed = locate()
+    if JARS_ENV not in os.environ and not missing(installed, spark_only=True):
+        os.environ[JARS_ENV] = os.pathsep.join(str(p) for p in installed.spark_jar_paths())
 
 
 def cmd_smoke(args: argparse.Namespace) -> int:
@@ -191,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else None
+    logs.setup()
+    if command in JOBS or command in ("smoke", "demo"):
+        provide_jars()
     if command in JOBS:
         func, rest = _job_main(JOBS[command][0]), argv[1:]
     else:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from dlpipe.cli.main import add_config_args, config_from_args
+from dlpipe.core.args import add_config_args, config_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:

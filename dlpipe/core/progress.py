@@ -1,21 +1,19 @@
-"""Progress lines for long work (downloads, builds, service start-up) on stderr.
+"""Progress for long work (downloads, builds, service start-up, job phases), as log lines.
 
 Plain lines rather than a redrawn bar, so the output reads the same in a terminal, a CI log
-and a notebook cell.
+and a notebook cell; ``dlpipe.core.logs`` decides whether they are text or JSON.
 """
 
 from __future__ import annotations
 
+import logging
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -24,7 +22,7 @@ class Step:
     started: float = field(default_factory=time.monotonic)
 
     def detail(self, message: str) -> None:
-        say(f"    {message}  [{self.elapsed():.0f}s]")
+        log.info(f"    {message}  [{self.elapsed():.0f}s]")
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -34,13 +32,13 @@ class Step:
 def step(label: str) -> Iterator[Step]:
     """Announce ``label``, then say how long it took or that it failed."""
     current = Step(label)
-    say(f"==> {label} ...")
+    log.info(f"==> {label} ...")
     try:
         yield current
     except BaseException:
-        say(f"<== {label}: failed after {current.elapsed():.1f}s")
+        log.info(f"<== {label}: failed after {current.elapsed():.1f}s")
         raise
-    say(f"<== {label}: done in {current.elapsed():.1f}s")
+    log.info(f"<== {label}: done in {current.elapsed():.1f}s")
 
 
 def run_streaming(

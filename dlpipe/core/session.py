@@ -4,18 +4,22 @@ It composes with whoever else configures Spark: settings already given by ``spar
 --conf`` or an existing session (a notebook) win over ours, and an existing session is
 reused and only has its S3 settings filled in. The conf itself is a pure function
 (``spark_conf``) so it can be read and tested without starting a JVM.
+
+The connector jars are a parameter (or ``$DLPIPE_SPARK_JARS``), never looked up here: under
+``spark-submit --jars`` or on a cluster with the jars installed there is nothing to add, and
+the local stack's installer (which the ``dlpipe`` CLI and the tests use) sits above the jobs.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dlpipe.core.config import Config
 from dlpipe.core.errors import MissingToolError
-from dlpipe.localstack.install import Installed, locate, require_installed
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -25,6 +29,14 @@ if TYPE_CHECKING:
 REDACTION_REGEX = r"(?i)secret|password|token|access[._-]?key|credential|session[._-]?key"
 
 _LOOPBACK_PREFIXES = ("local", "spark://127.", "spark://localhost")
+# Where the dlpipe CLI puts the local stack's connector jars for the jobs it starts.
+JARS_ENV = "DLPIPE_SPARK_JARS"
+
+
+def jars_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The jar paths in ``$DLPIPE_SPARK_JARS`` (separated by ``os.pathsep`` or commas)."""
+    value = (os.environ if environ is None else environ).get(JARS_ENV, "")
+    return [p for p in value.replace(",", os.pathsep).split(os.pathsep) if p]
 
 
 def hadoop_s3a_conf(cfg: Config) -> dict[str, str]:
@@ -54,13 +66,12 @@ def hadoop_s3a_conf(cfg: Config) -> dict[str, str]:
 def spark_conf(
     cfg: Config,
     *,
-    installed: Installed | None = None,
+    jars: Sequence[str | Path] = (),
     app_name: str | None = None,
     master: str | None = None,
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Everything dlpipe sets on a new session, as plain strings."""
-    installed = installed or locate()
     master = master or cfg.spark_master
     conf = {
         "spark.master": master,
@@ -69,18 +80,17 @@ def spark_conf(
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.redaction.regex": REDACTION_REGEX,
         "spark.sql.redaction.string.regex": REDACTION_REGEX,
-        # Executors' Python and its Keras flavour must match the driver's (see README).
+        # Executors' Python must match the driver's (see README).
         "spark.pyspark.python": sys.executable,
-        "spark.executorEnv.TF_USE_LEGACY_KERAS": "1",
         **{f"spark.hadoop.{k}": v for k, v in hadoop_s3a_conf(cfg).items()},
     }
-    jars = [str(p) for p in installed.spark_jar_paths()]
-    if master.startswith("local"):
+    jars = [str(p) for p in jars]
+    if jars and master.startswith("local"):
         # The executor lives in the driver's JVM: put the jars on its classpath. spark.jars
         # would copy all ~680 MB into a temp dir per session (seconds of start-up, and left
         # on disk whenever a JVM is killed).
         conf["spark.driver.extraClassPath"] = os.pathsep.join(jars)
-    else:
+    elif jars:
         conf["spark.jars"] = ",".join(jars)
     if master.startswith(_LOOPBACK_PREFIXES):
         # The local stack listens on loopback only; keep the driver there too.
@@ -98,11 +108,13 @@ def get_spark(
     master: str | None = None,
     extra_conf: Mapping[str, str] | None = None,
     spark: SparkSession | None = None,
+    jars: Sequence[str | Path] | None = None,
 ) -> SparkSession:
     """The session for a dlpipe job: ``spark`` or the active one if any, else a new one.
 
     A new session takes dlpipe's conf for every key the launcher (``spark-submit --conf``,
-    ``PYSPARK_SUBMIT_ARGS``) did not already set.
+    ``PYSPARK_SUBMIT_ARGS``) did not already set. ``jars`` (default: ``$DLPIPE_SPARK_JARS``)
+    are the connector jars to add; none are needed when the launcher already passed them.
     """
     from pyspark.sql import SparkSession
 
@@ -110,13 +122,11 @@ def get_spark(
     if existing is not None:
         _fill_s3a(existing, cfg)
         return existing
-    installed = require_installed(spark_only=True)  # jobs need the jars, not a local stack
     # A driver started from Python picks its workers' interpreter from PYSPARK_PYTHON (the
-    # conf key only reaches spark-submit's launcher), and TF in the workers needs tf-keras.
+    # conf key only reaches spark-submit's launcher).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    wanted = spark_conf(cfg, installed=installed, app_name=app_name, master=master,
-                        extra=extra_conf)
+    wanted = spark_conf(cfg, jars=jars_from_env() if jars is None else jars, app_name=app_name,
+                        master=master, extra=extra_conf)
     given = _launcher_conf()
     builder = SparkSession.builder
     for key, value in wanted.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -17,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlpipe.core.errors import MissingToolError
-from dlpipe.core.progress import run_streaming, say, step
+from dlpipe.core.progress import run_streaming, step
 from dlpipe.localstack import versions
 from dlpipe.localstack.maven import copy_dependencies
+
+log = logging.getLogger(__name__)
 
 MARKER = ".dlpipe-installed"
 _JAR_ARTIFACT = re.compile(r"^(?P<artifact>.+?)-\d[^/]*\.jar$")
@@ -116,7 +119,7 @@ def install_kafka(installed: Installed) -> None:
     folder = installed.kafka_libs.parent
     spec = _kafka_spec()
     if _is_installed(folder, _fingerprint(spec)):
-        say(f"    Kafka {versions.KAFKA_VERSION}: already installed in {folder}")
+        log.info(f"    Kafka {versions.KAFKA_VERSION}: already installed in {folder}")
         return
     folder.mkdir(parents=True, exist_ok=True)
     copy_dependencies(
@@ -129,7 +132,7 @@ def install_kafka(installed: Installed) -> None:
 def install_spark_jars(installed: Installed) -> None:
     spec = _spark_spec()
     if _is_installed(installed.spark_jars, _fingerprint(spec)):
-        say(f"    Spark connector jars: already installed in {installed.spark_jars}")
+        log.info(f"    Spark connector jars: already installed in {installed.spark_jars}")
         return
     copy_dependencies(
         spec["coordinates"], installed.spark_jars, overrides=spec["overrides"],
@@ -157,7 +160,7 @@ def _drop_jars_pyspark_ships(folder: Path) -> None:
 def install_minio(installed: Installed) -> None:
     target = installed.minio_bin
     if target.is_file() and os.access(target, os.X_OK):
-        say(f"    MinIO {versions.MINIO_VERSION}: already installed at {target}")
+        log.info(f"    MinIO {versions.MINIO_VERSION}: already installed at {target}")
         return
     go = shutil.which("go")
     if go is None:

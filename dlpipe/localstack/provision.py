@@ -47,22 +47,3 @@ def ensure_topics(cfg: Config) -> list[str]:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise ServiceError(f"could not create Kafka topic {name}: {exc}") from exc
     return [t.name for t in wanted]
-
-
-def require_topic(cfg: Config, name: str) -> None:
-    """Fail at once, naming the fix, instead of after Kafka's 60 s metadata timeout."""
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap_servers})
-    try:
-        topics = admin.list_topics(timeout=10).topics
-    except Exception as exc:
-        raise ServiceError(
-            f"Kafka at {cfg.kafka_bootstrap_servers} did not answer: {exc}",
-            fix="dlpipe stack up  (or set DLPIPE_KAFKA_BOOTSTRAP_SERVERS)",
-        ) from exc
-    if name not in topics:
-        raise ServiceError(
-            f"Kafka topic {name!r} does not exist at {cfg.kafka_bootstrap_servers}",
-            fix="dlpipe stack up  (creates the topics named in conf/pipeline.yaml)",
-        )

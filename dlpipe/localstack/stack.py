@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 from collections.abc import Iterator
@@ -11,9 +12,11 @@ from dataclasses import dataclass
 
 from dlpipe.core.config import CREDENTIALS_FILE, RUNTIME_FILE, Config, with_overrides
 from dlpipe.core.process import Service, free_ports
-from dlpipe.core.progress import say, step
+from dlpipe.core.progress import step
 from dlpipe.localstack.install import Installed, require_installed
 from dlpipe.localstack.services import kafka_service, minio_service, spark_cluster_services
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,8 +68,8 @@ class Stack:
 
             ensure_buckets(cfg)
             ensure_topics(cfg)
-        say(f"    S3 endpoint {cfg.s3_endpoint}; Kafka {cfg.kafka_bootstrap_servers}"
-            + (f"; Spark master spark://{cfg.stack.host}:{cfg.stack.spark_cluster.master_port}"
+        log.info(f"    S3 endpoint {cfg.s3_endpoint}; Kafka {cfg.kafka_bootstrap_servers}"
+                 + (f"; Spark master spark://{cfg.stack.host}:{cfg.stack.spark_cluster.master_port}"
                if cluster else ""))
         return stack
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import random
 import sys
 import time
@@ -21,11 +22,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dlpipe.cli.main import add_config_args, config_from_args
+from dlpipe.core.args import add_config_args, config_from_args
 from dlpipe.core.config import Config
-from dlpipe.core.progress import say
 from dlpipe.produce.records import BAD_KINDS, Message, bad_message, encode, record, to_v2
 from dlpipe.produce.sources import Sample, digits, image_folder, synthetic
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,7 +77,7 @@ def produce(cfg: Config, messages: Iterator[tuple[str, Message]], *, count: int,
     from confluent_kafka import Producer
     from tqdm import tqdm
 
-    from dlpipe.localstack.provision import require_topic
+    from dlpipe.core.kafka import require_topic
 
     topic = cfg.kafka.topics["raw"].name
     require_topic(cfg, topic)
@@ -86,7 +88,7 @@ def produce(cfg: Config, messages: Iterator[tuple[str, Message]], *, count: int,
     })
     report = ProduceReport(log=log_path)
     failures: list[str] = []
-    log = open(log_path, "a") if log_path else None  # noqa: SIM115 - closed in finally
+    sent_log = open(log_path, "a") if log_path else None  # noqa: SIM115 - closed in finally
     started = time.monotonic()
 
     def delivered(rid: str, msg: Message):
@@ -94,8 +96,8 @@ def produce(cfg: Config, messages: Iterator[tuple[str, Message]], *, count: int,
             if err is not None:
                 failures.append(f"{rid}: {err}")
                 return
-            if log:
-                log.write(json.dumps({
+            if sent_log:
+                sent_log.write(json.dumps({
                     "id": rid, "kind": msg.kind,
                     "expected": "quarantine" if msg.expected_reason else
                     ("duplicate" if msg.kind == "duplicate" else "clean"),
@@ -124,8 +126,8 @@ def produce(cfg: Config, messages: Iterator[tuple[str, Message]], *, count: int,
                 bar.update(1)
             remaining = producer.flush(60)
     finally:
-        if log:
-            log.close()
+        if sent_log:
+            sent_log.close()
     report.seconds = time.monotonic() - started
     if remaining or failures:
         raise RuntimeError(f"{remaining} message(s) undelivered, {len(failures)} failed: {failures[:5]}")
@@ -183,8 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         watermark_delay_s=cfg.ingest.watermark_delay_s, seed=args.seed,
     )
     report = produce(cfg, messages, count=args.count, rate=args.rate, log_path=args.log)
-    say(f"produced {report.sent:,} messages in {report.seconds:.1f}s "
-        f"({report.sent / max(report.seconds, 1e-9):,.0f}/s): {dict(report.by_kind)}")
+    log.info(f"produced {report.sent:,} messages in {report.seconds:.1f}s "
+             f"({report.sent / max(report.seconds, 1e-9):,.0f}/s): {dict(report.by_kind)}")
     return 0
 
 

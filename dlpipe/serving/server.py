@@ -12,7 +12,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from dlpipe.cli.main import add_config_args, config_from_args
+from dlpipe.core.args import add_config_args, config_from_args
 from dlpipe.core.config import Config, with_overrides
 
 

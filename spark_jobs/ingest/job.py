@@ -13,24 +13,25 @@ interrupted (Ctrl-C or SIGTERM stop it after the running micro-batch).
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from dlpipe.cli.main import add_config_args, config_from_args
+from dlpipe.core.args import add_config_args, config_from_args, run_main
 from dlpipe.core.config import Config
-from dlpipe.core.progress import say
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
+log = logging.getLogger(__name__)
+
 
 def start_query(spark: SparkSession, cfg: Config, *, once: bool) -> tuple[StreamingQuery, Any]:
-    from dlpipe.localstack.provision import require_topic
+    from dlpipe.core.kafka import require_topic
     from spark_jobs.ingest.sink import IngestSink
 
     ingest = cfg.ingest
@@ -79,14 +80,14 @@ def run(spark: SparkSession, cfg: Config, *, once: bool) -> list[dict[str, Any]]
     previous = signal.getsignal(signal.SIGTERM)
 
     def stop(signum: int, frame: Any) -> None:
-        say(f"ingest: signal {signum}, stopping after the current micro-batch")
+        log.info(f"ingest: signal {signum}, stopping after the current micro-batch")
         query.stop()
 
     signal.signal(signal.SIGTERM, stop)
     try:
         query.awaitTermination()
     except KeyboardInterrupt:
-        say("ingest: interrupted, stopping after the current micro-batch")
+        log.info("ingest: interrupted, stopping after the current micro-batch")
         query.stop()
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -115,4 +116,4 @@ def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main, prog="ingest")

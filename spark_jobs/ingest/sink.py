@@ -8,6 +8,7 @@ writes then skip whatever that attempt already committed.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 from dlpipe.contract.record import BATCH_COLUMNS
 from dlpipe.core.config import Config
 from dlpipe.core.delta_io import append_once, read_if_exists, table_exists
-from dlpipe.core.progress import say
 from spark_jobs.ingest import transforms as T
 from spark_jobs.ingest.images import ImageLimits, make_inspect_udf
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
 
 
 def image_limits(cfg: Config) -> ImageLimits:
@@ -126,7 +128,7 @@ class IngestSink:
         self._last = (batch_id, newest)
         lap("write_accounting")
         self.batches.append(stats)
-        say(json.dumps({"event": "ingest_batch", **stats, "phase_seconds": phases,
+        log.info(json.dumps({"event": "ingest_batch", **stats, "phase_seconds": phases,
                         "rows_per_s": round(rows_in / seconds, 1) if seconds else None},
                        default=_json_default))
 

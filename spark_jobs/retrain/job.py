@@ -15,15 +15,16 @@ killed mid-training resumes from its last checkpoint on the next firing.
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from dlpipe.cli.main import add_config_args, config_from_args
-from dlpipe.core.progress import say
+from dlpipe.core.args import add_config_args, config_from_args, run_main
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -51,10 +52,10 @@ def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None
     model = train_job.train(session, cfg, workers=workers, dataset=manifest.dataset,
                             version=manifest.delta_version,
                             run_id=f"retrain-{manifest.dataset}-v{manifest.delta_version}")
-    say(f"retrain: {manifest.uri} -> {model['model_uri']} (test accuracy "
-        f"{model['test_accuracy']:.4f}, {'promoted' if model['promoted'] else 'not promoted'})")
+    log.info(f"retrain: {manifest.uri} -> {model['model_uri']} (test accuracy "
+             f"{model['test_accuracy']:.4f}, {'promoted' if model['promoted'] else 'not promoted'})")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main, prog="retrain")

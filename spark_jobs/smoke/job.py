@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from dlpipe.cli.main import add_config_args, config_from_args
+from dlpipe.core.args import add_config_args, config_from_args, run_main
 from dlpipe.core.config import Config
 from dlpipe.core.progress import step
 
@@ -47,7 +47,7 @@ def check_delta(spark: SparkSession, cfg: Config, *, rows: int = 1000) -> dict[s
 
 def check_kafka(spark: SparkSession, cfg: Config, *, messages: int = 100) -> dict[str, Any]:
     """Produce through Spark's Kafka sink and read the same messages back with its source."""
-    from dlpipe.localstack.provision import require_topic
+    from dlpipe.core.kafka import require_topic
 
     topic = cfg.kafka.topics["smoke"].name
     require_topic(cfg, topic)
@@ -122,4 +122,4 @@ def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main, prog="smoke")

@@ -14,23 +14,24 @@ id prints its result and exits. The driver prints one line per epoch as the chie
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from dlpipe.cli.main import add_config_args, config_from_args
+from dlpipe.core.args import add_config_args, config_from_args, run_main
 from dlpipe.core.config import Config
 from dlpipe.core.errors import DlpipeError
-from dlpipe.core.progress import say
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from dlpipe.datasets.manifest import Manifest
     from models.train import TrainSpec
+
+log = logging.getLogger(__name__)
 
 
 def make_spec(cfg: Config, manifest: Manifest, *, run_id: str, workers: int) -> TrainSpec:
@@ -85,7 +86,7 @@ class _EpochReporter(threading.Thread):
         except Exception:
             return
         for r in records[self.printed:]:
-            say(_epoch_line(r, self.epochs))
+            log.info(_epoch_line(r, self.epochs))
         self.printed = max(self.printed, len(records))
 
 
@@ -101,18 +102,18 @@ def train(spark: SparkSession | None, cfg: Config, *, workers: int, run_id: str 
     store = RunStore(client, cfg.buckets.checkpoints, run_id)
     finished = store.done()
     if finished is not None:
-        say(f"train: run {run_id} already finished: version {finished['version']} "
-            f"({finished['model_uri']})")
+        log.info(f"train: run {run_id} already finished: version {finished['version']} "
+                 f"({finished['model_uri']})")
         return finished
     latest = store.latest()
     if latest is not None:
-        say(f"train: resuming run {run_id} from its checkpoint after epoch {latest['epoch'] + 1} "
-            f"(step {latest['step']})")
+        log.info(f"train: resuming run {run_id} from its checkpoint after epoch {latest['epoch'] + 1} "
+                 f"(step {latest['step']})")
     manifest = open_manifest(client, cfg.buckets.datasets, dataset or cfg.export.dataset, version)
     spec = make_spec(cfg, manifest, run_id=run_id, workers=workers)
-    say(f"train: run {run_id}: {spec.architecture} on {manifest.uri} (Delta v{manifest.delta_version}), "
-        f"{workers} worker(s), {spec.epochs} epochs x {spec.steps_per_epoch} steps, global batch "
-        f"{spec.global_batch}; checkpoints {store.uri}")
+    log.info(f"train: run {run_id}: {spec.architecture} on {manifest.uri} (Delta v{manifest.delta_version}), "
+             f"{workers} worker(s), {spec.epochs} epochs x {spec.steps_per_epoch} steps, global batch "
+             f"{spec.global_batch}; checkpoints {store.uri}")
     reporter = _EpochReporter(store, spec.epochs, already=len(store.metrics()) if latest else 0)
     reporter.start()
     started = time.monotonic()
@@ -132,9 +133,9 @@ def train(spark: SparkSession | None, cfg: Config, *, workers: int, run_id: str 
         reporter.flush()
     seconds = time.monotonic() - started
     metrics = result["metrics"]
-    say(f"train: {result['model_uri']} in {seconds:.0f}s; " + ", ".join(
-        f"{split} acc {m['accuracy']:.4f}" for split, m in metrics.items())
-        + (" (promoted)" if result["promoted"] else
+    log.info(f"train: {result['model_uri']} in {seconds:.0f}s; " + ", ".join(
+             f"{split} acc {m['accuracy']:.4f}" for split, m in metrics.items())
+             + (" (promoted)" if result["promoted"] else
            f" (NOT promoted: test accuracy below {result['min_test_accuracy']})"))
     return result
 
@@ -168,4 +169,4 @@ def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main, prog="train")

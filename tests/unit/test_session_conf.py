@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from dlpipe.core.config import load_config
-from dlpipe.core.session import REDACTION_REGEX, spark_conf
-from dlpipe.localstack.install import Installed
+from dlpipe.core.session import REDACTION_REGEX, jars_from_env, spark_conf
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,16 +23,12 @@ def cfg(monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture
-def installed(tmp_path: Path) -> Installed:
-    jars = tmp_path / "jars"
-    jars.mkdir()
-    for name in ("hadoop-aws-3.5.0.jar", "delta-spark_4.2_2.13-4.4.0.jar"):
-        (jars / name).write_bytes(b"")
-    return Installed(kafka_libs=tmp_path / "k", minio_bin=tmp_path / "m", spark_jars=jars)
+def jars(tmp_path: Path) -> list[Path]:
+    return [tmp_path / name for name in ("hadoop-aws-3.5.0.jar", "delta-spark_4.2_2.13-4.4.0.jar")]
 
 
-def test_s3a_points_at_the_configured_minio(cfg, installed) -> None:
-    conf = spark_conf(cfg, installed=installed)
+def test_s3a_points_at_the_configured_minio(cfg, jars) -> None:
+    conf = spark_conf(cfg, jars=jars)
     assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9123"
     assert conf["spark.hadoop.fs.s3a.path.style.access"] == "true"
     assert conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "false"
@@ -41,21 +36,21 @@ def test_s3a_points_at_the_configured_minio(cfg, installed) -> None:
     assert conf["spark.hadoop.mapreduce.outputcommitter.factory.scheme.s3a"].endswith("S3ACommitterFactory")
 
 
-def test_delta_and_jars_are_configured(cfg, installed) -> None:
-    conf = spark_conf(cfg, installed=installed)
+def test_delta_and_jars_are_configured(cfg, jars) -> None:
+    conf = spark_conf(cfg, jars=jars)
     assert conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
     assert conf["spark.sql.catalog.spark_catalog"] == "org.apache.spark.sql.delta.catalog.DeltaCatalog"
     assert sorted(Path(p).name for p in conf["spark.driver.extraClassPath"].split(os.pathsep)) == [
         "delta-spark_4.2_2.13-4.4.0.jar", "hadoop-aws-3.5.0.jar"]
     assert "spark.jars" not in conf  # local: on the classpath, never copied per session
-    remote = spark_conf(cfg, installed=installed, master="spark://10.0.0.1:7077")
+    remote = spark_conf(cfg, jars=jars, master="spark://10.0.0.1:7077")
     assert sorted(Path(p).name for p in remote["spark.jars"].split(",")) == [
         "delta-spark_4.2_2.13-4.4.0.jar", "hadoop-aws-3.5.0.jar"]
     assert "spark.driver.extraClassPath" not in remote
 
 
-def test_every_credential_key_is_redacted(cfg, installed) -> None:
-    conf = spark_conf(cfg, installed=installed)
+def test_every_credential_key_is_redacted(cfg, jars) -> None:
+    conf = spark_conf(cfg, jars=jars)
     secret_keys = [k for k, v in conf.items() if v in ("AKIA-test-key", "test-secret-value")]
     assert sorted(secret_keys) == ["spark.hadoop.fs.s3a.access.key", "spark.hadoop.fs.s3a.secret.key"]
     pattern = re.compile(REDACTION_REGEX)
@@ -64,14 +59,23 @@ def test_every_credential_key_is_redacted(cfg, installed) -> None:
     assert not pattern.search("spark.hadoop.fs.s3a.endpoint")
 
 
-def test_config_and_caller_settings_win(cfg, installed) -> None:
-    conf = spark_conf(cfg, installed=installed, master="local[2]", extra={"spark.ui.enabled": "false"})
+def test_config_and_caller_settings_win(cfg, jars) -> None:
+    conf = spark_conf(cfg, jars=jars, master="local[2]", extra={"spark.ui.enabled": "false"})
     assert conf["spark.sql.shuffle.partitions"] == "3"
     assert conf["spark.ui.enabled"] == "false"
     assert conf["spark.master"] == "local[2]"
     assert conf["spark.driver.host"] == "127.0.0.1"
 
 
-def test_remote_master_does_not_pin_the_driver_to_loopback(cfg, installed) -> None:
-    conf = spark_conf(cfg, installed=installed, master="k8s://https://kubernetes.default.svc")
+def test_remote_master_does_not_pin_the_driver_to_loopback(cfg, jars) -> None:
+    conf = spark_conf(cfg, jars=jars, master="k8s://https://kubernetes.default.svc")
     assert "spark.driver.host" not in conf
+
+
+def test_jars_come_from_the_environment_when_not_given(cfg) -> None:
+    env = {"DLPIPE_SPARK_JARS": os.pathsep.join(["/j/a.jar", "/j/b.jar"])}
+    assert jars_from_env(env) == ["/j/a.jar", "/j/b.jar"]
+    assert jars_from_env({"DLPIPE_SPARK_JARS": "/j/a.jar,/j/b.jar"}) == ["/j/a.jar", "/j/b.jar"]
+    assert jars_from_env({}) == []
+    conf = spark_conf(cfg, jars=[], master="local[2]")
+    assert "spark.jars" not in conf and "spark.driver.extraClassPath" not in conf  # spark-submit --jars

@@ -90,7 +90,6 @@ DLPIPE__KAFKA__TOPICS__RAW__NAME: {{ .Values.kafka.rawTopic | quote }}
 DLPIPE__TRAINING__MODEL_NAME: {{ .Values.model.name | quote }}
 DLPIPE__EXPORT__READER__CACHE_DIR: "/tmp/dlpipe/shards"
 HOME: "/tmp"
-TF_USE_LEGACY_KERAS: "1"
 {{- range $key, $value := .Values.configOverrides }}
 {{ printf "DLPIPE__%s" ($key | upper | replace "." "__") }}: {{ $value | toString | quote }}
 {{- end }}

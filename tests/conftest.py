@@ -1,12 +1,19 @@
-"""Session fixtures: the real local stack (reused when healthy, else started on free ports).
+"""Session fixtures, in two tiers.
 
-The stack lives in its own state dir (``.dlpipe/test-stack``), so tests never touch the
-demo's data. Nothing here skips: a missing install fails with the command that fixes it.
+* No services: ``spark`` is a bare ``local[1]`` session without the connector jars, enough
+  for chispa tests of pure transforms (``make test-unit``, stack down).
+* The real local stack (tests marked ``integration``): Kafka + MinIO reused when healthy,
+  else started on free ports in their own state dir (``.dlpipe/test-stack``), and ``spark``
+  becomes the stack's ``local[2]`` session with the jars and s3a. When a run collects any
+  integration test, every test gets that one session (a JVM holds one SparkContext).
+
+Nothing here skips: a missing install fails with the command that fixes it.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,11 +21,17 @@ import pytest
 
 from dlpipe.core.config import Config, load_config
 from dlpipe.core.process import free_ports
-from dlpipe.localstack.install import missing
+from dlpipe.core.session import JARS_ENV
+from dlpipe.localstack.install import locate, missing
 from dlpipe.localstack.stack import Stack, running_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_STATE_DIR = Path(os.environ.get("DLPIPE_TEST_STATE_DIR", ROOT / ".dlpipe" / "test-stack"))
+NEEDS_STACK = pytest.StashKey[bool]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    config.stash[NEEDS_STACK] = any(item.get_closest_marker("integration") for item in items)
 
 
 @pytest.fixture(scope="session")
@@ -41,22 +54,52 @@ def cfg(stack: Stack) -> Config:
 
 
 @pytest.fixture(scope="session")
-def test_env(cfg: Config) -> dict[str, str]:
-    """Environment for subprocesses (CLI, spark-submit) that must find the test stack."""
-    return {**os.environ, "DLPIPE_STATE_DIR": str(cfg.stack.state_dir),
-            "DLPIPE_CONFIG": str(ROOT / "conf" / "pipeline.yaml")}
+def jars() -> list[str]:
+    """The connector jars of the local install (what ``dlpipe jars`` prints)."""
+    return [str(p) for p in locate().spark_jar_paths()]
 
 
 @pytest.fixture(scope="session")
-def spark(cfg: Config):
-    """One local[2] session for the whole run (two slots: one per TF worker)."""
+def test_env(cfg: Config, jars: list[str]) -> dict[str, str]:
+    """Environment for subprocesses (CLI, spark-submit) that must find the test stack."""
+    return {**os.environ, "DLPIPE_STATE_DIR": str(cfg.stack.state_dir),
+            "DLPIPE_CONFIG": str(ROOT / "conf" / "pipeline.yaml"),
+            JARS_ENV: os.pathsep.join(jars)}
+
+
+@pytest.fixture(scope="session")
+def stack_spark(cfg: Config, jars: list[str]):
+    """One local[2] session on the stack for the whole run (two slots: one per TF worker)."""
     from dlpipe.core.session import get_spark
 
     (ui_port,) = free_ports(1)
-    session = get_spark(cfg, app_name="dlpipe-tests", master="local[2]", extra_conf={
+    session = get_spark(cfg, app_name="dlpipe-tests", master="local[2]", jars=jars, extra_conf={
         "spark.sql.shuffle.partitions": "2",
         "spark.ui.port": str(ui_port),
         "spark.ui.showConsoleProgress": "false",
     })
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def bare_spark():
+    """A local[1] session with no jars, no S3 and no UI: pure transforms only."""
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers need this venv's pyarrow
+    session = (SparkSession.builder.master("local[1]").appName("dlpipe-unit")
+               .config("spark.ui.enabled", "false")
+               .config("spark.sql.shuffle.partitions", "1")
+               .config("spark.driver.host", "127.0.0.1")
+               .config("spark.driver.bindAddress", "127.0.0.1")
+               .getOrCreate())
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def spark(request: pytest.FixtureRequest):
+    """The stack's session when the run has integration tests, else the bare one."""
+    needs_stack = request.config.stash.get(NEEDS_STACK, False)
+    return request.getfixturevalue("stack_spark" if needs_stack else "bare_spark")

@@ -11,7 +11,7 @@ import pytest
 
 from dlpipe.core.s3 import s3_client
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 

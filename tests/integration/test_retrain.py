@@ -10,7 +10,7 @@ from dlpipe.core.s3 import s3_client
 from dlpipe.registry.store import complete_versions
 from spark_jobs.retrain import job as retrain
 
-pytestmark = [pytest.mark.integration, pytest.mark.spark]
+pytestmark = pytest.mark.integration
 
 
 def test_retrain_trains_on_the_export_it_made_and_not_twice(spark, ingested, exported, capsys):

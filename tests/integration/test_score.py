@@ -11,7 +11,7 @@ from dlpipe.registry.sync import download_version
 from spark_jobs.score import job as score_job
 from tests.helpers import read_delta_with_delta_rs
 
-pytestmark = [pytest.mark.integration, pytest.mark.spark]
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

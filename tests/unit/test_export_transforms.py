@@ -16,7 +16,6 @@ from spark_jobs.export.transforms import (
     with_split,
 )
 
-pytestmark = pytest.mark.spark
 FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
 
 

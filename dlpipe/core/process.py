@@ -75,7 +75,7 @@ class Service:
                     " or run `dlpipe stack up --free-ports`",
                 )
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        extra_env = (self.prepare() if self.prepare else None) or {}
+        extra_env = self._prepare()
         with open(self.log, "ab") as log:
             proc = subprocess.Popen(
                 list(self.argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -99,6 +99,20 @@ class Service:
             f"{self.name} did not become healthy within {timeout_s:.0f}s:\n{tail(self.log)}",
             fix=f"read {self.log}; raise stack.startup_timeout_s if the machine is slow",
         )
+
+    def _prepare(self) -> Mapping[str, str]:
+        """Run ``prepare``; whatever breaks there is reported as this service's failure."""
+        if self.prepare is None:
+            return {}
+        try:
+            return self.prepare() or {}
+        except ServiceError:
+            raise
+        except Exception as exc:
+            raise ServiceError(
+                f"{self.name}: preparing to start failed: {type(exc).__name__}: {exc}",
+                fix=f"check {self.log.parent} (disk space, permissions), then `dlpipe stack up` again",
+            ) from exc
 
     def stop(self, timeout_s: float) -> bool:
         """SIGTERM the process group, wait, then SIGKILL; returns True if it was running."""

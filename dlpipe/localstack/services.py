@@ -14,10 +14,11 @@ import subprocess
 import sys
 import urllib.request
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dlpipe.core.config import Config
-from dlpipe.core.errors import MissingToolError
+from dlpipe.core.errors import MissingToolError, ServiceError
 from dlpipe.core.process import Service
 from dlpipe.localstack.install import Installed
 
@@ -91,6 +92,32 @@ def kafka_properties(cfg: Config, data_dir: Path) -> str:
     ])
 
 
+def new_cluster_id(draw: Callable[[], uuid.UUID] = uuid.uuid4) -> str:
+    """A KRaft cluster id drawn as Kafka's own ``random-uuid`` draws it: 16 random bytes in
+    URL-safe base64, redrawn when it would start with ``-`` (StorageTool would read such an
+    id as an option and fail: 1 fresh stack in 64 did before this)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(draw().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def format_kafka_storage(jvm: Sequence[str], props: Path, data: Path, cluster_id: str) -> None:
+    """Format a new broker's log dirs; a failure names the service, the cause and the fix."""
+    out = subprocess.run(
+        [*jvm, "kafka.tools.StorageTool", "format", "--standalone", f"--cluster-id={cluster_id}",
+         "-c", str(props)],
+        capture_output=True, text=True,
+    )
+    if out.returncode != 0:
+        lines = (out.stdout + out.stderr).strip().splitlines()[-15:]
+        raise ServiceError(
+            f"kafka: formatting its storage in {data} with cluster id {cluster_id} failed "
+            f"(exit {out.returncode}):\n" + "\n".join(f"    {line}" for line in lines),
+            fix=f"remove {data} and run `dlpipe stack up` again (a new id is drawn)",
+        )
+
+
 def kafka_service(cfg: Config, installed: Installed) -> Service:
     home = cfg.stack.state_dir / "kafka"
     data = home / "data"
@@ -108,12 +135,7 @@ def kafka_service(cfg: Config, installed: Installed) -> Service:
         props.write_text(kafka_properties(cfg, data))
         log4j.write_text(KAFKA_LOG4J2)
         if not (data / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-            subprocess.run(
-                [*jvm, "kafka.tools.StorageTool", "format", "--standalone",
-                 "-t", cluster_id, "-c", str(props)],
-                check=True, capture_output=True, text=True,
-            )
+            format_kafka_storage(jvm, props, data, new_cluster_id())
 
     def healthy() -> bool:
         from confluent_kafka.admin import AdminClient
@@ -167,7 +189,6 @@ def _spark_env() -> dict[str, str]:
     return {
         "SPARK_LOCAL_IP": "127.0.0.1",
         "PYSPARK_PYTHON": sys.executable,
-        "TF_USE_LEGACY_KERAS": "1",
         "SPARK_DAEMON_MEMORY": "512m",
     }
 

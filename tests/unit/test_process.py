@@ -102,3 +102,33 @@ def test_run_streaming_feeds_lines_and_reports_the_tail_on_failure() -> None:
     with pytest.raises(RuntimeError, match=r"(?s)build failed:.*why it broke"):
         run_streaming([sys.executable, "-c", "print('why it broke'); raise SystemExit(1)"],
                       on_line=lambda _: None, failure="build failed")
+
+
+def test_kafka_cluster_ids_never_start_with_a_dash() -> None:
+    """An id starting with "-" is read as an option by Kafka's StorageTool; redraw it."""
+    import uuid
+
+    from dlpipe.localstack.services import new_cluster_id
+
+    dash_first = uuid.UUID(bytes=bytes([0xF8]) + bytes(15))  # base64 of 0b111110... is "-"
+    plain = uuid.UUID(bytes=bytes(16))
+    draws = iter([dash_first, dash_first, plain])
+    assert new_cluster_id(lambda: next(draws)) == "AAAAAAAAAAAAAAAAAAAAAA"
+    ids = [new_cluster_id() for _ in range(2000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(i) == 22 for i in ids)
+
+
+def test_a_failing_prepare_step_is_reported_as_that_service_failing(tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    svc = http_service(tmp_path, port)
+
+    def prepare():
+        raise PermissionError(13, "Permission denied", str(tmp_path / "data"))
+
+    svc.prepare = prepare
+    with pytest.raises(ServiceError) as err:
+        svc.start(timeout_s=5)
+    assert str(err.value).startswith("http: preparing to start failed: PermissionError")
+    assert "fix: check " in str(err.value)
+    assert svc.pid() is None

@@ -18,6 +18,8 @@ from pyspark.sql.window import Window
 from dlpipe.contract.record import IMAGE_FIELDS, RECORD_FIELDS, Reason, rule_reason
 from dlpipe.core.config import IngestConfig
 
+# The end of an RFC 3339 date-time: its zone, "Z" or a numeric offset.
+ZONE_SUFFIX = r"([Zz]|[+-][0-9]{2}:?[0-9]{2})$"
 _KINDS = {
     "int": "{k} IN ('BIGINT', 'INT', 'SMALLINT', 'TINYINT')",
     "string": "{k} = 'STRING'",
@@ -108,9 +110,10 @@ def parse(raw: DataFrame, ingest: IngestConfig) -> DataFrame:
     for field, expr in values.items():
         # Top-level fields keep their clean-table names, so config rules read as written.
         df = df.withColumn(field if "." not in field else "_" + field.replace(".", "_"), F.expr(expr))
-    return df.withColumn("_attributes", _attributes(ingest)).withColumn(
-        "event_time", F.expr("try_to_timestamp(event_time)")
-    )
+    # RFC 3339 times carry a zone; Spark would read a zone-less one in the session's zone.
+    return (df.withColumn("_attributes", _attributes(ingest))
+            .withColumn("_event_time_zoned", F.col("event_time").rlike(ZONE_SUFFIX))
+            .withColumn("event_time", F.expr("try_to_timestamp(event_time)")))
 
 
 def _extra_fields(ingest: IngestConfig) -> Column:
@@ -164,10 +167,12 @@ def classify(df: DataFrame, ingest: IngestConfig, inspect_images: Callable[..., 
         (Reason.KEY_ID_MISMATCH, "CAST(key AS STRING) != id",
          "'key ' || CAST(key AS STRING) || ' != id ' || id"),
         (Reason.BAD_EVENT_TIME,
-         f"event_time IS NULL OR event_time > timestamp + INTERVAL {int(skew)} SECONDS"
-         f" OR event_time < timestamp - INTERVAL {int(age)} DAYS",
-         "'event_time ' || coalesce(variant_get(_v, '$.event_time', 'string'), '?') ||"
-         " ' is unparseable or too far from the Kafka timestamp ' || CAST(timestamp AS STRING)"),
+         f"event_time IS NULL OR NOT _event_time_zoned OR event_time > timestamp + INTERVAL {int(skew)}"
+         f" SECONDS OR event_time < timestamp - INTERVAL {int(age)} DAYS",
+         "'event_time ' || coalesce(variant_get(_v, '$.event_time', 'string'), '?') || CASE"
+         " WHEN event_time IS NOT NULL AND NOT _event_time_zoned THEN ' has no time zone (RFC 3339"
+         " needs Z or +hh:mm)' ELSE ' is unparseable or too far from the Kafka timestamp ' ||"
+         " CAST(timestamp AS STRING) END"),
         (Reason.UNKNOWN_LABEL, f"NOT array_contains({classes}, label)",
          "'label ' || label || ' is not in the class map'"),
     ]

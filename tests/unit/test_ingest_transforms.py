@@ -15,7 +15,6 @@ from dlpipe.produce.records import BAD_KINDS, bad_message, encode, encode_png, r
 from spark_jobs.ingest import transforms as T
 from spark_jobs.ingest.images import ImageLimits, make_inspect_udf
 
-pytestmark = pytest.mark.spark
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 KAFKA_DDL = ("key BINARY, value BINARY, topic STRING, partition INT, offset BIGINT, "
@@ -97,3 +96,18 @@ def test_duplicates_within_a_batch_and_across_batches(spark, ingest):
         [("a", 10, False, False), ("a", 11, True, False), ("b", 5, True, False), ("c", 6, False, True)],
         "id STRING, kafka_offset BIGINT, is_duplicate BOOLEAN, already_written BOOLEAN")
     assert_df_equality(got, expected, ignore_nullable=True, ignore_row_order=True)
+
+
+@pytest.mark.parametrize(("event_time", "reason"), [
+    ("2026-11-20T17:29:35.136", Reason.BAD_EVENT_TIME),      # no zone: read in the session's
+    ("2026-11-20 17:29:35", Reason.BAD_EVENT_TIME),
+    ("2026-11-20T17:29:35.136Z", None),
+    ("2026-11-20T19:29:35.136+02:00", None),
+])
+def test_an_event_time_without_a_zone_is_quarantined(spark, ingest, inspect_udf, event_time, reason):
+    rec = {**digit(5), "event_time": event_time}
+    df = classified(spark, ingest, inspect_udf, [(b"d-5", encode(rec))])
+    quarantined = T.quarantine_rows(df, 0).collect()
+    assert [r.reason_code for r in quarantined] == ([] if reason is None else [reason])
+    if reason is not None:
+        assert "has no time zone" in quarantined[0].reason_detail

@@ -2,6 +2,12 @@
 
 This is the floor under every MinIO-backed reader (the tf.data shard reader in particular):
 if a plain parallel GET cannot keep up with the local disk, nothing built on it will.
+
+It also decides the shard cache's download path: ``ShardCache`` (parallel ranged GETs
+written in place with ``pwrite``, then a CRC32C check) against boto3's managed transfer
+(``download_file`` with a ``TransferConfig`` of the same part size and threads, followed by
+the same CRC32C check), shard-sized objects to local disk. The faster one is what the cache
+uses (see docs/training.md, "Reader").
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ def run(ctx: Context) -> list[Result]:
     try:
         baseline = median_rate(read_local, repeats=repeats)
         value = median_rate(read_s3, repeats=repeats)
+        ours, managed = _shard_downloads(ctx, client, bucket, key, payload, repeats)
     finally:
         client.delete_object(Bucket=bucket, Key=key)
         local.unlink(missing_ok=True)
@@ -52,4 +59,50 @@ def run(ctx: Context) -> list[Result]:
         benchmark="s3_read", metric="parallel ranged GET throughput", unit="MiB/s",
         value=value, baseline_name="local disk read (page cache warm)", baseline_value=baseline,
         notes=f"{size >> 20} MiB object, 8 MiB ranges, 8 threads; median of {repeats}",
+    ), Result(
+        benchmark="s3_read", metric="shard download to the cache, ShardCache (ranged GET + pwrite)",
+        unit="MiB/s", value=ours, baseline_name="boto3 download_file with TransferConfig",
+        baseline_value=managed,
+        notes=f"{size >> 20} MiB object, 8 MiB parts, 8 threads, CRC32C checked in both; "
+              f"interleaved, median of {repeats}",
     )]
+
+
+def _shard_downloads(ctx: Context, client, bucket: str, key: str, payload: bytes,
+                     repeats: int) -> tuple[float, float]:
+    """MiB/s of the shard cache's own download and of boto3's managed transfer, interleaved."""
+    import google_crc32c
+    from boto3.s3.transfer import TransferConfig
+
+    from dlpipe.datasets.shard_cache import RemoteShard, ShardCache
+
+    crc = google_crc32c.Checksum(payload).hexdigest().decode()
+    shard = RemoteShard(bucket, key, len(payload), crc)
+    transfer = TransferConfig(multipart_threshold=PART, multipart_chunksize=PART,
+                              max_concurrency=8, use_threads=True)
+    target = ctx.work_dir / "shard-managed.bin"
+
+    def ours() -> float:
+        cache = ShardCache(client, ctx.work_dir / f"cache-{uuid.uuid4().hex}", max_bytes=4 << 30,
+                           threads=8, range_bytes=PART)
+        try:
+            cache.fetch(shard).unlink()
+        finally:
+            cache.close()
+        return len(payload) / 2**20
+
+    def managed() -> float:
+        client.download_file(bucket, key, str(target), Config=transfer)
+        got = google_crc32c.Checksum()
+        with open(target, "rb") as fh:
+            while chunk := fh.read(PART):
+                got.update(chunk)
+        assert got.hexdigest().decode() == crc
+        target.unlink()
+        return len(payload) / 2**20
+
+    ours_rates, managed_rates = [], []
+    for _ in range(repeats):
+        ours_rates.append(median_rate(ours, repeats=1))
+        managed_rates.append(median_rate(managed, repeats=1))
+    return sorted(ours_rates)[repeats // 2], sorted(managed_rates)[repeats // 2]

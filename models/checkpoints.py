@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlpipe.core.errors import DlpipeError
+from dlpipe.core.publish import remove_prefix, upload_files, write_marker
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -64,8 +65,7 @@ class RunStore:
                                   fix=f"inspect or delete {self.uri} and train under a new run id") from exc
 
     def _put_json(self, name: str, data: Any) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=f"{self.prefix}/{name}",
-                               Body=json.dumps(data, indent=1).encode(), ContentType="application/json")
+        write_marker(self.client, self.bucket, f"{self.prefix}/{name}", json.dumps(data, indent=1))
 
     # -- checkpoints -------------------------------------------------------------------
     def latest(self) -> dict[str, Any] | None:
@@ -75,22 +75,18 @@ class RunStore:
         """Mirror the files of ``local_dir`` as the next checkpoint, then point latest.json at it."""
         previous = self.latest()
         number = (previous["number"] + 1) if previous else 1
-        folder = f"{self.prefix}/ckpt-{number}"
-        files = {}
-        for path in sorted(p for p in local_dir.iterdir() if p.is_file()):
-            self.client.upload_file(str(path), self.bucket, f"{folder}/{path.name}")
-            files[path.name] = {"bytes": path.stat().st_size, "crc32c": _crc(path)}
+        folder = f"{self.prefix}/ckpt-{number}"  # a new folder: unread until latest.json names it
+        paths = {p.name: p for p in sorted(local_dir.iterdir()) if p.is_file()}
+        files = {name: {"bytes": p.stat().st_size, "crc32c": _crc(p)} for name, p in paths.items()}
+        upload_files(self.client, self.bucket, paths, folder)
         latest = {"number": number, "folder": folder, "epoch": epoch, "step": step, "files": files}
         self._put_json("latest.json", latest)
         self._drop_older_than(number - KEEP + 1)
         return latest
 
     def _drop_older_than(self, number: int) -> None:
-        from dlpipe.core.s3 import delete_keys, list_keys
-
         for n in range(max(1, number - 5), number):
-            old = list_keys(self.client, self.bucket, f"{self.prefix}/ckpt-{n}/")
-            delete_keys(self.client, self.bucket, old)
+            remove_prefix(self.client, self.bucket, f"{self.prefix}/ckpt-{n}/")
 
     def download_latest(self, local_dir: Path) -> dict[str, Any] | None:
         """Fetch and verify the latest checkpoint into ``local_dir``; None if the run is new."""

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from dlpipe.contract.signatures import BYTES_SIGNATURE
 from dlpipe.core.config import Config
 
-BYTES_SIGNATURE = "serving_bytes"
 # Loaded models of this process, by (store, model, version): a version never changes once
 # published, so a Python worker that scores the same version again (a notebook re-running
 # the job, the next micro-batch) reuses it. Bounded: the oldest is dropped beyond two.

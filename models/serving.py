@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-BYTES_SIGNATURE = "serving_bytes"
-PIXELS_SIGNATURE = "serving_pixels"
+from dlpipe.contract.signatures import BYTES_SIGNATURE, DEFAULT_SIGNATURE, PIXELS_SIGNATURE
 
 
 def save_serving_model(model: Any, path: Path, *, height: int, width: int, channels: int,
@@ -45,7 +44,7 @@ def save_serving_model(model: Any, path: Path, *, height: int, width: int, chann
 
     module = Serving()
     tf.saved_model.save(module, str(path), signatures={
-        "serving_default": module.serve_bytes, BYTES_SIGNATURE: module.serve_bytes,
+        DEFAULT_SIGNATURE: module.serve_bytes, BYTES_SIGNATURE: module.serve_bytes,
         PIXELS_SIGNATURE: module.serve_pixels,
     })
     return path

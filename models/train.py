@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,6 @@ class TrainSpec:
     shuffle_buffer: int = 10_000
     seed: int = 0
     min_test_accuracy: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _task_index() -> int:

@@ -37,14 +37,35 @@ _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def check_name(what: str, name: str) -> str:
-    """A dataset or model name: it becomes one segment of object keys (and a literal in a
-    Delta MERGE condition), so only letters, digits, '.', '_' and '-' are allowed."""
+    """A dataset or model name: it becomes one segment of object keys, so only letters,
+    digits, '.', '_' and '-' are allowed."""
     from dlpipe.core.errors import DlpipeError
 
     if not _SEGMENT.match(name):
         raise DlpipeError(f"{what} name {name!r} may use letters, digits, '.', '_' and '-' only",
                           fix=f"pick another {what} name")
     return name
+
+
+def is_version(name: str) -> bool:
+    """Versions (datasets', models') are key segments and folder names of ASCII digits only:
+    anything else beside them (``_staging``, ``.incoming-...``) is in-flight work."""
+    return name.isascii() and name.isdigit()
+
+
+def numeric_names(names: Iterable[str]) -> list[int]:
+    """The version numbers among ``names`` (S3 key segments or local folder names), sorted."""
+    return sorted({int(n) for n in names if is_version(n)})
+
+
+def child_names(client: S3Client, bucket: str, prefix: str) -> list[str]:
+    """The last segment of every "folder" and object directly under ``prefix``."""
+    names = []
+    for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        names.extend(p["Prefix"].rstrip("/").rsplit("/", 1)[-1] for p in page.get("CommonPrefixes", []))
+        names.extend(o["Key"].rsplit("/", 1)[-1] for o in page.get("Contents", []))
+    return names
 
 
 def split_uri(uri: str) -> tuple[str, str]:

@@ -116,15 +116,10 @@ def read_manifest(client: S3Client, bucket: str, prefix: str) -> Manifest | None
 
 def published_versions(client: S3Client, bucket: str, dataset: str) -> list[int]:
     """Delta versions of ``dataset`` that have a manifest, newest first."""
-    versions = []
-    paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=f"{dataset}/", Delimiter="/"):
-        for common in page.get("CommonPrefixes", []):
-            name = common["Prefix"].rstrip("/").rsplit("/", 1)[-1]
-            if name.isdigit():
-                versions.append(int(name))
+    from dlpipe.core.s3 import child_names, numeric_names
+
     published = []
-    for version in sorted(versions, reverse=True):
+    for version in reversed(numeric_names(child_names(client, bucket, f"{dataset}/"))):
         key = f"{dataset_prefix(dataset, version)}/{MANIFEST}"
         try:
             client.head_object(Bucket=bucket, Key=key)
@@ -151,17 +146,4 @@ def open_manifest(client: S3Client, bucket: str, dataset: str, version: int | No
             f"(no s3://{bucket}/{dataset_prefix(dataset, version)}/{MANIFEST})",
             fix=f"run `dlpipe export --version {version}`",
         )
-    return manifest
-
-
-def open_manifest_uri(client: S3Client, uri: str) -> Manifest:
-    """A manifest by its URI (``s3://bucket/dataset/version/manifest.json`` or the folder)."""
-    from dlpipe.core.s3 import split_uri
-
-    bucket, key = split_uri(uri)
-    prefix = key.rstrip("/").removesuffix(MANIFEST).rstrip("/")
-    manifest = read_manifest(client, bucket, prefix)
-    if manifest is None:
-        raise DatasetNotFoundError(f"no manifest at s3://{bucket}/{prefix}/{MANIFEST}",
-                                   fix="check the URI, or run `dlpipe export`")
     return manifest

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from dlpipe.contract.images import sniff_format
 from dlpipe.produce.records import Image, encode_png
 
 SYNTHETIC_CLASSES = ("circle", "square", "triangle", "cross", "ring", "stripes", "checker", "diamond")
@@ -81,5 +82,5 @@ def image_folder(root: Path, *, start: int = 0) -> Iterator[Sample]:
         with PILImage.open(path) as im:
             channels = len(im.getbands()) if im.mode != "P" else 3
             yield Sample(i, path.parent.name,
-                         Image(data, "PNG" if data.startswith(b"\x89PNG") else "JPEG",
+                         Image(data, sniff_format(data) or "JPEG",
                                im.width, im.height, channels))

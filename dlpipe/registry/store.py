@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlpipe.core.errors import DlpipeError
-from dlpipe.core.s3 import delete_keys, list_keys
+from dlpipe.core.publish import publish, upload_files
+from dlpipe.core.s3 import child_names, numeric_names
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -33,18 +33,7 @@ MARKER = "dlpipe-model.json"
 
 
 def _versions_in(client: S3Client, bucket: str, prefix: str) -> list[int]:
-    out = []
-    for page in client.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix, Delimiter="/"):
-        for entry in page.get("CommonPrefixes", []):
-            name = entry["Prefix"].rstrip("/").rsplit("/", 1)[-1]
-            if name.isdigit():
-                out.append(int(name))
-        for obj in page.get("Contents", []):
-            name = obj["Key"].rsplit("/", 1)[-1]
-            if name.isdigit():
-                out.append(int(name))
-    return sorted(set(out))
+    return numeric_names(child_names(client, bucket, prefix))
 
 
 def read_info(client: S3Client, bucket: str, model: str, version: int) -> dict[str, Any] | None:
@@ -89,24 +78,13 @@ def publish_model(client: S3Client, bucket: str, model: str, saved_model_dir: Pa
     """Upload a SavedModel folder and its extras as the next version; returns the version."""
     version = reserve_version(client, bucket, model)
     staging = f"{model}/_staging/{version}-{uuid.uuid4().hex[:8]}"
-    files = sorted(p for p in Path(saved_model_dir).rglob("*") if p.is_file())
-    relative = [p.relative_to(saved_model_dir).as_posix() for p in files]
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda pair: client.upload_file(str(pair[0]), bucket, f"{staging}/{pair[1]}"),
-                      zip(files, relative, strict=True)))
-
-        def copy(rel: str) -> None:
-            client.copy({"Bucket": bucket, "Key": f"{staging}/{rel}"}, bucket, f"{model}/{version}/{rel}")
-
-        rest = [r for r in relative if r != "saved_model.pb"]
-        list(pool.map(copy, rest))
-    copy("saved_model.pb")  # last: TF Serving treats a folder with it as a loadable version
-    for name, body in extras.items():
-        client.put_object(Bucket=bucket, Key=f"{model}/{version}/{name}", Body=body)
+    files = {p.relative_to(saved_model_dir).as_posix(): p
+             for p in sorted(Path(saved_model_dir).rglob("*")) if p.is_file()}
+    upload_files(client, bucket, files, staging)
     marker = {**info, "version": version, "model": model,
               "uri": f"s3://{bucket}/{model}/{version}/"}
-    client.put_object(Bucket=bucket, Key=f"{model}/{version}/{MARKER}",
-                      Body=json.dumps(marker, indent=1).encode(), ContentType="application/json")
-    delete_keys(client, bucket, list_keys(client, bucket, f"{staging}/"))
+    # saved_model.pb last: TF Serving treats a folder with it as a loadable version.
+    publish(client, bucket, staging=staging, final=f"{model}/{version}", paths=files,
+            last=["saved_model.pb"], extras=extras, marker=f"{model}/{version}/{MARKER}",
+            body=json.dumps(marker, indent=1))
     return version

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dlpipe.core.errors import DlpipeError
+from dlpipe.core.s3 import numeric_names
 from dlpipe.registry.store import MARKER, read_info, serving_version
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def local_versions(dest: Path, model: str) -> list[int]:
     root = dest / model
     if not root.is_dir():
         return []
-    return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+    return numeric_names(p.name for p in root.iterdir() if p.is_dir())
 
 
 def download_version(client: S3Client, bucket: str, model: str, version: int, dest: Path, *,

@@ -1,31 +1,32 @@
 """The HTTP routes: TensorFlow Serving's REST API, health, readiness and metrics (FastAPI).
 
-Route handlers stay thin: read the body within its limit, parse it with ``protocol``, hand
-the tensors to the model's batcher, format the answer. Every client error is a JSON
-``{"error": ...}`` with a 4xx status; nothing a client sends can make the server fail.
+Route handlers stay thin: read the body within its limit, hand it to ``predict.Predictor``
+(lookup, checks, batching and metrics, shared with gRPC), format the answer with
+``protocol``. Every client error is a JSON ``{"error": ...}`` with a 4xx status; nothing a
+client sends can make the server fail.
 """
 
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from dlpipe.core.config import Config
-from dlpipe.serving.images import image_checker
 from dlpipe.serving.metrics import Metrics
-from dlpipe.serving.protocol import RequestError, format_predict, parse_predict
+from dlpipe.serving.predict import Predictor
+from dlpipe.serving.protocol import RequestError, format_predict
 from dlpipe.serving.registry import ModelRegistry
 
 # No `from __future__ import annotations` here: FastAPI reads the handlers' annotations at
-# definition time, and `Request` is imported inside `create_app`.
+# definition time, and `Request`/`Response` are imported inside the functions that add routes
+# (FastAPI is only needed once a server starts).
 JSON = "application/json"
+INFO_KEYS = ("classes", "image", "test_accuracy", "dataset", "delta_version", "run_id", "created_at")
 
 
 def create_app(cfg: Config, *, registry: ModelRegistry | None = None, poll: bool = True) -> Any:
     """The ASGI app; ``poll`` starts the model-store poller with the app's lifespan."""
-    import orjson
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import Response
@@ -33,9 +34,6 @@ def create_app(cfg: Config, *, registry: ModelRegistry | None = None, poll: bool
 
     metrics = registry.metrics if registry else Metrics()
     registry = registry or ModelRegistry(cfg, metrics)
-    limits = cfg.serving
-    check_image = image_checker(max_bytes=limits.max_image_bytes,
-                                max_pixels=limits.max_image_pixels)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
@@ -50,60 +48,66 @@ def create_app(cfg: Config, *, registry: ModelRegistry | None = None, poll: bool
                   lifespan=lifespan)
     app.state.registry = registry
 
-    def answer(body: Any, status: int = 200) -> Response:
-        return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
-                        media_type=JSON)
-
-    def error(exc: RequestError) -> Response:
-        return answer({"error": str(exc)}, exc.status)
-
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> Response:
-        return answer({"error": str(exc.detail)}, exc.status_code)
+        return _answer({"error": str(exc.detail)}, exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> Response:
-        return answer({"error": str(exc)}, 400)
+        return _answer({"error": str(exc)}, 400)
 
-    async def read_body(request: Request) -> Any:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
-            raise RequestError(f"request body of {int(declared):,} bytes; the limit is "
-                               f"{limits.max_body_bytes:,}", status=413)
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limits.max_body_bytes:
-                raise RequestError(f"request body over the limit of {limits.max_body_bytes:,} bytes",
-                                   status=413)
-            chunks.append(chunk)
-        try:
-            return orjson.loads(b"".join(chunks))
-        except orjson.JSONDecodeError as exc:
-            raise RequestError(f"malformed JSON: {exc}") from None
+    _add_predict_routes(app, Predictor(registry, protocol="rest"), max_body_bytes=cfg.serving.max_body_bytes)
+    _add_model_routes(app, registry)
+    _add_health_routes(app, registry, metrics)
+    return app
+
+
+def _answer(body: Any, status: int = 200) -> Any:
+    import orjson
+    from fastapi.responses import Response
+
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
+                    media_type=JSON)
+
+
+def _error(exc: RequestError) -> Any:
+    return _answer({"error": str(exc)}, exc.status)
+
+
+async def _read_body(request: Any, max_bytes: int) -> Any:
+    """The JSON body, refused (413) as soon as it is known to be over the limit."""
+    import orjson
+
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise RequestError(f"request body of {int(declared):,} bytes; the limit is "
+                           f"{max_bytes:,}", status=413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise RequestError(f"request body over the limit of {max_bytes:,} bytes", status=413)
+        chunks.append(chunk)
+    try:
+        return orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(f"malformed JSON: {exc}") from None
+
+
+def _add_predict_routes(app: Any, predictor: Predictor, *, max_body_bytes: int) -> None:
+    from fastapi import Request
+    from fastapi.responses import Response
 
     async def predict(request: Request, name: str, version: str | None) -> Response:
-        started, code, model = time.perf_counter(), 200, name if name in registry.models else "_unknown"
         try:
-            body = await read_body(request)
-            servable = registry.get(name, version)
-            parsed = parse_predict(body, servable.signatures, max_instances=limits.max_instances,
-                                   check_bytes=check_image)
-            batcher = registry.batcher(servable, parsed.signature)
-            try:
-                outputs = await batcher.submit(parsed.inputs, parsed.batch_size)
-            except Exception as exc:  # TensorFlow refused this input
-                raise RequestError(f"the model could not process the input: {_first_line(exc)}") from None
-            metrics.examples.labels(model).inc(parsed.batch_size)
-            response = answer(format_predict(outputs, row_format=parsed.row_format))
-            response.headers["x-model-version"] = str(servable.version)
-            return response
+            with predictor.counted(name):
+                body = await _read_body(request, max_body_bytes)
+                done = await predictor.predict(name, version, predictor.json_body(body))
+                response = _answer(format_predict(done.outputs, row_format=done.request.row_format))
+                response.headers["x-model-version"] = str(done.servable.version)
+                return response
         except RequestError as exc:
-            code = exc.status
-            return error(exc)
-        finally:
-            metrics.requests.labels(model, "predict", "rest", str(code)).inc()
-            metrics.latency.labels(model, "predict", "rest").observe(time.perf_counter() - started)
+            return _error(exc)
 
     @app.post("/v1/models/{name}:predict", summary="Predict with the newest promoted version")
     async def predict_latest(request: Request, name: str) -> Response:
@@ -115,16 +119,21 @@ def create_app(cfg: Config, *, registry: ModelRegistry | None = None, poll: bool
 
     @app.post("/v1/models/{name}:{method}", include_in_schema=False)
     async def other_method(name: str, method: str) -> Response:
-        return answer({"error": f"method {method!r} is not supported; this server implements "
-                                ":predict (classify and regress need tf.Example signatures)"}, 400)
+        return _answer({"error": f"method {method!r} is not supported; this server implements "
+                                 ":predict (classify and regress need tf.Example signatures)"}, 400)
+
+
+def _add_model_routes(app: Any, registry: ModelRegistry) -> None:
+    """TF Serving's GetModelStatus and GetModelMetadata, for the model or one version."""
+    from fastapi.responses import Response
 
     def status(name: str, version: str | None) -> Response:
         try:
             registry.get(name, version)
             states = registry.states(name)
         except RequestError as exc:
-            return error(exc)
-        return answer({"model_version_status": [
+            return _error(exc)
+        return _answer({"model_version_status": [
             {"version": str(s.version), "state": s.state,
              "status": {"error_code": "OK", "error_message": s.error}}
             for s in states if version is None or str(s.version) == version]})
@@ -141,13 +150,11 @@ def create_app(cfg: Config, *, registry: ModelRegistry | None = None, poll: bool
         try:
             servable = registry.get(name, version)
         except RequestError as exc:
-            return error(exc)
-        return answer({"model_spec": {"name": name, "signature_name": "",
-                                      "version": str(servable.version)},
-                       "metadata": {"signature_def": servable.metadata()},
-                       "dlpipe": {k: servable.info.get(k) for k in
-                                  ("classes", "image", "test_accuracy", "dataset", "delta_version",
-                                   "run_id", "created_at")}})
+            return _error(exc)
+        return _answer({"model_spec": {"name": name, "signature_name": "",
+                                       "version": str(servable.version)},
+                        "metadata": {"signature_def": servable.metadata()},
+                        "dlpipe": {k: servable.info.get(k) for k in INFO_KEYS}})
 
     @app.get("/v1/models/{name}/metadata", summary="Signatures (TF Serving's GetModelMetadata)")
     async def model_metadata(name: str) -> Response:
@@ -157,25 +164,22 @@ def create_app(cfg: Config, *, registry: ModelRegistry | None = None, poll: bool
     async def version_metadata(name: str, version: str) -> Response:
         return metadata(name, version)
 
+
+def _add_health_routes(app: Any, registry: ModelRegistry, metrics: Metrics) -> None:
+    from fastapi.responses import Response
+
     @app.get("/healthz", summary="Liveness: the server answers")
     async def healthz() -> Response:
-        return answer({"status": "ok"})
+        return _answer({"status": "ok"})
 
     @app.get("/readyz", summary="Readiness: every configured model has a version loaded")
     async def readyz() -> Response:
         loaded = registry.ready()
         waiting = [m for m, v in loaded.items() if v is None]
-        return answer({"ready": not waiting, "models": loaded, "waiting_for": waiting},
-                      503 if waiting else 200)
+        return _answer({"ready": not waiting, "models": loaded, "waiting_for": waiting},
+                       503 if waiting else 200)
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def prometheus() -> Response:
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
-
-    return app
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__

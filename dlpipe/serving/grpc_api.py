@@ -4,11 +4,10 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from dlpipe.serving.images import image_checker
-from dlpipe.serving.protocol import DEFAULT_SIGNATURE, RequestError, check_arrays
+from dlpipe.serving.predict import Prediction, Predictor
+from dlpipe.serving.protocol import RequestError
 from dlpipe.serving.registry import ModelRegistry
 
 _CODES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 413: "RESOURCE_EXHAUSTED"}
@@ -31,9 +30,12 @@ async def start_grpc(registry: ModelRegistry, *, host: str, port: int) -> Any:
     return server
 
 
+def _version(model_spec: Any) -> str | None:
+    return str(model_spec.version.value) if model_spec.HasField("version") else None
+
+
 def _lookup(registry: ModelRegistry, model_spec: Any) -> Any:
-    version = str(model_spec.version.value) if model_spec.HasField("version") else None
-    return registry.get(model_spec.name, version)
+    return registry.get(model_spec.name, _version(model_spec))
 
 
 async def _abort(context: Any, exc: RequestError) -> None:
@@ -45,46 +47,26 @@ async def _abort(context: Any, exc: RequestError) -> None:
 def _prediction_service(registry: ModelRegistry) -> Any:
     from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
-    limits = registry.cfg.serving
-    check_image = image_checker(max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels)
-    metrics = registry.metrics
+    predictor = Predictor(registry, protocol="grpc")
 
     class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         async def Predict(self, request: Any, context: Any) -> Any:  # gRPC names it
             import tensorflow as tf
 
-            started, code = time.perf_counter(), 200
-            model = request.model_spec.name if request.model_spec.name in registry.models else "_unknown"
-            try:
-                servable = _lookup(registry, request.model_spec)
-                name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-                if name not in servable.signatures:
-                    raise RequestError(f"signature_name {name!r} not found; the model has: "
-                                       f"{', '.join(sorted(servable.signatures))}")
+            def arrays() -> dict[str, Any]:
                 try:
-                    arrays = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+                    return {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
                 except Exception as exc:  # a malformed TensorProto
                     raise RequestError(f"malformed input tensor: {exc}") from None
-                batch = check_arrays(arrays, servable.signatures[name],
-                                     max_instances=limits.max_instances, check_bytes=check_image)
-                try:
-                    outputs = await registry.batcher(servable, name).submit(arrays, batch)
-                except Exception as exc:  # TensorFlow refused this input
-                    raise RequestError(f"the model could not process the input: {exc}") from None
-                metrics.examples.labels(model).inc(batch)
-                response = predict_pb2.PredictResponse()
-                response.model_spec.name = servable.model
-                response.model_spec.version.value = servable.version
-                response.model_spec.signature_name = name
-                for key, value in outputs.items():
-                    response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
-                return response
+
+            spec = request.model_spec
+            try:
+                with predictor.counted(spec.name):
+                    done = await predictor.predict(spec.name, _version(spec),
+                                                   predictor.tensors(spec.signature_name, arrays))
+                    return _predict_response(predict_pb2.PredictResponse(), done)
             except RequestError as exc:
-                code = exc.status
                 await _abort(context, exc)
-            finally:
-                metrics.requests.labels(model, "predict", "grpc", str(code)).inc()
-                metrics.latency.labels(model, "predict", "grpc").observe(time.perf_counter() - started)
 
         async def GetModelMetadata(self, request: Any, context: Any) -> Any:
             from google.protobuf import json_format
@@ -104,6 +86,17 @@ def _prediction_service(registry: ModelRegistry) -> Any:
             return response
 
     return PredictionService()
+
+
+def _predict_response(response: Any, done: Prediction) -> Any:
+    import tensorflow as tf
+
+    response.model_spec.name = done.servable.model
+    response.model_spec.version.value = done.servable.version
+    response.model_spec.signature_name = done.request.signature
+    for key, value in done.outputs.items():
+        response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+    return response
 
 
 def _model_service(registry: ModelRegistry) -> Any:

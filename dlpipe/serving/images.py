@@ -11,11 +11,12 @@ import io
 import warnings
 from collections.abc import Callable
 
+from dlpipe.contract.images import MAGIC, sniff_format
 from dlpipe.serving.protocol import RequestError
 
 
 def image_checker(*, max_bytes: int, max_pixels: int,
-                  formats: tuple[str, ...] = ("PNG", "JPEG")) -> Callable[[bytes, str], None]:
+                  formats: tuple[str, ...] = tuple(MAGIC)) -> Callable[[bytes, str], None]:
     def check(data: bytes, where: str) -> None:
         if len(data) > max_bytes:
             raise RequestError(f"{where}: image of {len(data):,} bytes; the limit is {max_bytes:,}",
@@ -30,7 +31,7 @@ def image_checker(*, max_bytes: int, max_pixels: int,
         except (UnidentifiedImageError, Image.DecompressionBombError,
                 Image.DecompressionBombWarning, OSError, ValueError, SyntaxError):
             kind, width, height = None, 0, 0
-            if data[:8] == b"\x89PNG\r\n\x1a\n" or data[:3] == b"\xff\xd8\xff":
+            if sniff_format(data) is not None:
                 raise RequestError(f"{where}: image header is damaged or the image is too "
                                    "large to open") from None
         if kind not in formats:

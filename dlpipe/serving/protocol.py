@@ -17,9 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from dlpipe.contract.signatures import DEFAULT_SIGNATURE
 from dlpipe.serving.servable import DTYPES, Signature, TensorSpec
-
-DEFAULT_SIGNATURE = "serving_default"
 
 
 class RequestError(Exception):
@@ -51,10 +50,7 @@ def parse_predict(body: Any, signatures: Mapping[str, Signature], *, max_instanc
         raise RequestError(f"unknown request field(s): {', '.join(sorted(unknown))}; "
                            "expected \"instances\" or \"inputs\", and optionally \"signature_name\"")
     name = body.get("signature_name", DEFAULT_SIGNATURE)
-    if not isinstance(name, str) or name not in signatures:
-        raise RequestError(f"signature_name {name!r} not found; the model has: "
-                           f"{', '.join(sorted(signatures))}")
-    signature = signatures[name]
+    signature = pick_signature(signatures, name)
     if ("instances" in body) == ("inputs" in body):
         raise RequestError("the request must have exactly one of \"instances\" (row format) "
                            "or \"inputs\" (columnar format)")
@@ -82,6 +78,14 @@ def parse_predict(body: Any, signatures: Mapping[str, Signature], *, max_instanc
     if not batch:
         raise RequestError("the request has no examples")
     return PredictRequest(name, arrays, row_format, batch)
+
+
+def pick_signature(signatures: Mapping[str, Signature], name: Any) -> Signature:
+    """The signature a request names (JSON or gRPC), or the error that lists the model's."""
+    if not isinstance(name, str) or name not in signatures:
+        raise RequestError(f"signature_name {name!r} not found; the model has: "
+                           f"{', '.join(sorted(signatures))}")
+    return signatures[name]
 
 
 def check_arrays(arrays: Mapping[str, np.ndarray], signature: Signature, *, max_instances: int,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dlpipe.core.config import Config
+from dlpipe.core.s3 import is_version
 from dlpipe.serving.batching import Batcher
 from dlpipe.serving.metrics import Metrics
 from dlpipe.serving.protocol import RequestError
@@ -61,7 +62,7 @@ class ModelRegistry:
         if live is None:
             raise RequestError(f"model {model!r} has no promoted version loaded yet", status=404)
         if version is not None and version != str(live.version):
-            if not (version.isdigit() and len(version) <= 18):
+            if not (is_version(version) and len(version) <= 18):
                 raise RequestError(f"model version must be a number, got {version!r}", status=400)
             raise RequestError(f"Servable not found for request: version {version} of {model!r} "
                                f"is not loaded (loaded: {live.version})", status=404)

@@ -1,8 +1,8 @@
 """Decode, check and normalize images: the one step of ingest that needs Python.
 
-``inspect_images`` is a pandas UDF (Arrow batches in, Arrow batches out), so Python runs
-once per batch of thousands of rows, not once per row through pickling. Pillow is imported
-inside, on the workers. Any exception from a decoder ends as CORRUPT_IMAGE for that row
+``inspect_images`` is an Arrow UDF (Arrow batches in, Arrow batches out, no pandas), so
+Python runs once per batch of thousands of rows, not once per row through pickling. Pillow
+is imported inside, on the workers. Any exception from a decoder ends as CORRUPT_IMAGE for that row
 only; a batch never fails because of one image.
 """
 
@@ -13,6 +13,7 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
+from dlpipe.contract.images import sniff_format
 from dlpipe.contract.record import Reason
 
 RESULT_DDL = (
@@ -22,7 +23,6 @@ RESULT_DDL = (
 _MODE_CHANNELS = {
     "1": 1, "L": 1, "P": 3, "LA": 2, "RGB": 3, "RGBA": 4, "CMYK": 4, "I;16": 1, "I": 1, "F": 1,
 }
-_MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"))
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,6 @@ class ImageLimits:
     target_width: int
     target_height: int
     target_channels: int
-
-
-def sniff_format(data: bytes) -> str | None:
-    for magic, name in _MAGIC:
-        if data.startswith(magic):
-            return name
-    return None
 
 
 def inspect_one(
@@ -129,7 +122,3 @@ def make_inspect_udf(limits: ImageLimits):
         return pa.StructArray.from_arrays(columns, names=names, mask=mask)
 
     return inspect_images
-
-
-def _int(value: Any) -> int | None:
-    return None if value is None or value != value else int(value)  # None or NaN -> None

@@ -1,4 +1,5 @@
-"""Pure DataFrame steps of batch scoring: what still needs a score, and the predictions rows.
+"""Pure DataFrame steps of batch scoring: what still needs a score, the predictions rows, and
+the MERGE condition that keeps one row per key.
 
 No session, no paths: ``job.py`` reads the tables and writes the result.
 """
@@ -72,3 +73,15 @@ def to_predictions(rows: DataFrame, scores: Column, *, model: str, version: int,
         F.col("p.probabilities").alias("probabilities"),
         scored_at.alias("scored_at"),
     )
+
+
+def merge_condition(*, model: str, target: str = "t", source: str = "s") -> Column:
+    """The MERGE match of ``source`` rows into the ``target`` predictions table: equal keys,
+    and the model name as a literal so Delta reads only that model's partition. Built from
+    Columns, not SQL text, so a model name can never change the condition."""
+    from functools import reduce
+
+    from pyspark.sql import functions as F
+
+    keys = [F.col(f"{target}.{k}") == F.col(f"{source}.{k}") for k in KEY]
+    return reduce(lambda a, b: a & b, keys) & (F.col(f"{target}.model_name") == F.lit(model))

@@ -25,7 +25,13 @@ from dlpipe.cli.main import add_config_args, config_from_args
 from dlpipe.core.config import Config
 from dlpipe.core.errors import DlpipeError
 from dlpipe.core.progress import say, step
-from spark_jobs.score.transforms import KEY, output_type, predictions_schema, to_predictions, unscored
+from spark_jobs.score.transforms import (
+    merge_condition,
+    output_type,
+    predictions_schema,
+    to_predictions,
+    unscored,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -93,8 +99,7 @@ def score(spark: SparkSession, cfg: Config, *, model: str | None = None, version
     predictions = to_predictions(rows, udf("image"), model=model, version=version,
                                  scored_at=F.current_timestamp())
     target = DeltaTable.forPath(spark, table)
-    condition = " AND ".join(f"t.{k} = s.{k}" for k in KEY) + f" AND t.model_name = '{model}'"
-    merge = target.alias("t").merge(predictions.alias("s"), condition)
+    merge = target.alias("t").merge(predictions.alias("s"), merge_condition(model=model))
     if rescore:
         merge = merge.whenMatchedUpdateAll()
     with step(f"scoring the clean table with {model} version {version}"

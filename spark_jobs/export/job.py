@@ -13,7 +13,7 @@ recorded in the manifest. A version that already has a manifest is left as it is
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 import time
 import uuid
 from collections import Counter
@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from dlpipe.cli.main import add_config_args, config_from_args
+from dlpipe.core.args import add_config_args, config_from_args, run_main
 from dlpipe.core.config import Config
 from dlpipe.core.errors import DlpipeError
-from dlpipe.core.progress import say, step
+from dlpipe.core.progress import step
 from dlpipe.datasets.manifest import (
     SPLITS,
     STAGING,
@@ -38,6 +38,8 @@ from dlpipe.datasets.tfrecord import FEATURES
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
 
 # Framing (16 bytes) and protobuf keys/lengths per record, for sizing shards up front.
 _RECORD_OVERHEAD = 96
@@ -109,12 +111,12 @@ def export(spark: SparkSession, cfg: Config, *, version: int | None = None,
     prefix = dataset_prefix(name, version)
     existing = read_manifest(client, bucket, prefix)
     if existing is not None and not overwrite:
-        say(f"export: {existing.uri} is already published (Delta version {version}); "
-            "pass --overwrite to write it again")
+        log.info(f"export: {existing.uri} is already published (Delta version {version}); "
+                 "pass --overwrite to write it again")
         return existing
     export_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     staging = f"{prefix}/{STAGING}/{export_id}"
-    say(f"export: {table}@v{version} -> s3://{bucket}/{prefix}/ (export {export_id})")
+    log.info(f"export: {table}@v{version} -> s3://{bucket}/{prefix}/ (export {export_id})")
     publish.remove_stale_staging(client, bucket, prefix)
     if existing is not None:
         publish.unpublish(client, bucket, prefix)
@@ -131,7 +133,7 @@ def export(spark: SparkSession, cfg: Config, *, version: int | None = None,
         for index in range(plan[split]):
             targets[part] = ShardTarget(split, shard_path(split, index, plan[split]))
             part += 1
-    say("    " + ", ".join(f"{s}: {records[s]:,} records in {plan[s]} shard(s)" for s in SPLITS))
+    log.info("    " + ", ".join(f"{s}: {records[s]:,} records in {plan[s]} shard(s)" for s in SPLITS))
 
     with step(f"writing {len(targets)} shard(s) to staging"):
         sharded = with_shard(rows, plan, salt=cfg.export.split_salt)
@@ -231,4 +233,4 @@ def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main, prog="export")

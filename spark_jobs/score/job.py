@@ -15,16 +15,16 @@ at once, add nothing twice.
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dlpipe.cli.main import add_config_args, config_from_args
+from dlpipe.core.args import add_config_args, config_from_args, run_main
 from dlpipe.core.config import Config
 from dlpipe.core.errors import DlpipeError
-from dlpipe.core.progress import say, step
+from dlpipe.core.progress import step
 from spark_jobs.score.transforms import (
     merge_condition,
     output_type,
@@ -35,6 +35,8 @@ from spark_jobs.score.transforms import (
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
 
 
 
@@ -129,10 +131,10 @@ def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None
     cfg = config_from_args(args)
     session = get_spark(cfg, app_name="dlpipe-score", spark=spark)
     report = score(session, cfg, model=args.model, version=args.version, rescore=args.rescore)
-    say(f"{report.scored:,} rows scored in {report.seconds:.1f}s ({report.rate:,.0f} rows/s); "
-        f"{report.total:,} predictions of {report.model} v{report.version} in {report.table}")
+    log.info(f"{report.scored:,} rows scored in {report.seconds:.1f}s ({report.rate:,.0f} rows/s); "
+             f"{report.total:,} predictions of {report.model} v{report.version} in {report.table}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main, prog="score")

@@ -1,23 +1,28 @@
 """Typed pipeline config: ``conf/pipeline.yaml`` < running stack < environment < CLI flags.
 
-The YAML is loaded once into frozen dataclasses and validated, so a typo or a wrong type
-fails at start-up with the key's dotted name instead of deep inside a Spark job. Secrets
-never live in the config: it names the environment variables that hold them.
+The layers are merged and validated once into frozen pydantic models, so a typo or a wrong
+type fails at start-up with the key's dotted name and the setting that fixes it, not deep in a
+Spark job. Secrets never live in the config: it names the environment variables holding them.
+
+Plain pydantic, not pydantic-settings: its sources fit none of our layers (aliases outside the
+``DLPIPE__`` prefix, map keys with dots, YAML env values, an ``environ`` argument, the ports in
+a ``stack.json`` whose state_dir a higher layer may move), so they would be subclassed until
+little is left; and a ``BaseSettings`` re-reads ``os.environ`` whenever it is validated.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import itertools
 import json
 import os
-import types
+import reprlib
 import typing
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from dlpipe.core.errors import ConfigError
 
@@ -29,28 +34,35 @@ ENV_ALIASES: dict[str, str] = {
     "DLPIPE_SPARK_MASTER": "spark.master",
     "DLPIPE_STATE_DIR": "stack.state_dir",
 }
-# Mappings whose keys contain dots themselves: `--set spark.conf.spark.sql.x=1` sets key
-# "spark.sql.x" of spark.conf.
+# Mappings whose keys have dots: `--set spark.conf.spark.sql.x=1` sets spark.conf["spark.sql.x"].
 FREEFORM_MAPPINGS = ("spark.conf", "ingest.rules.filters", "ingest.rules.derived")
 RUNTIME_FILE = "stack.json"
 CREDENTIALS_FILE = "minio-credentials.json"
 
 
-@dataclass(frozen=True)
-class KafkaServiceConfig:
+class _Section(BaseModel):
+    """Immutable, picklable, no unknown keys; numbers are fine where a string is wanted."""
+    model_config = ConfigDict(frozen=True, extra="forbid", coerce_numbers_to_str=True)
+
+    @field_validator("*", mode="before")  # a classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and cls.model_fields[info.field_name].annotation in (int, float):
+            raise ValueError("a number, not true/false")
+        return value
+
+
+class KafkaServiceConfig(_Section):
     port: int
     controller_port: int
     heap: str = "512m"
 
 
-@dataclass(frozen=True)
-class MinioServiceConfig:
+class MinioServiceConfig(_Section):
     port: int
     console_port: int
 
 
-@dataclass(frozen=True)
-class SparkClusterConfig:
+class SparkClusterConfig(_Section):
     master_port: int
     master_ui_port: int
     workers: int = 2
@@ -58,8 +70,7 @@ class SparkClusterConfig:
     worker_memory: str = "2g"
 
 
-@dataclass(frozen=True)
-class StackConfig:
+class StackConfig(_Section):
     state_dir: Path
     kafka: KafkaServiceConfig
     minio: MinioServiceConfig
@@ -69,8 +80,7 @@ class StackConfig:
     stop_timeout_s: float = 20.0
 
 
-@dataclass(frozen=True)
-class S3Config:
+class S3Config(_Section):
     endpoint: str | None = None
     region: str = "us-east-1"
     path_style: bool = True
@@ -78,8 +88,7 @@ class S3Config:
     secret_key_env: str = "DLPIPE_S3_SECRET_KEY"
 
 
-@dataclass(frozen=True)
-class BucketsConfig:
+class BucketsConfig(_Section):
     lake: str
     datasets: str
     models: str
@@ -87,59 +96,52 @@ class BucketsConfig:
     reports: str = "dlpipe-reports"
 
     def names(self) -> list[str]:
-        return [getattr(self, f.name) for f in dataclasses.fields(self)]
+        return [getattr(self, name) for name in type(self).model_fields]
 
 
-@dataclass(frozen=True)
-class TopicConfig:
+class TopicConfig(_Section):
     name: str
     partitions: int = 1
 
 
-@dataclass(frozen=True)
-class KafkaConfig:
+class KafkaConfig(_Section):
     topics: dict[str, TopicConfig]
     bootstrap_servers: str | None = None
 
 
-@dataclass(frozen=True)
-class TablesConfig:
+class TablesConfig(_Section):
     clean: str
     quarantine: str
     ingest_batches: str
     predictions: str = "s3a://dlpipe-lake/tables/predictions"
 
 
-@dataclass(frozen=True)
-class ImageConfig:
+class ImageConfig(_Section):
     target_height: int
     target_width: int
     target_channels: int
-    formats: list[str] = field(default_factory=lambda: ["PNG", "JPEG"])
+    formats: list[str] = ["PNG", "JPEG"]
     max_pixels: int = 16_777_216
     max_bytes: int = 8_388_608
 
 
-@dataclass(frozen=True)
-class SchemaVersionConfig:
-    renamed: dict[str, str] = field(default_factory=dict)
-    added: list[str] = field(default_factory=list)
+class SchemaVersionConfig(_Section):
+    renamed: dict[str, str] = {}
+    added: list[str] = []
 
 
-@dataclass(frozen=True)
-class RulesConfig:
-    filters: dict[str, str] = field(default_factory=dict)
-    derived: dict[str, str] = field(default_factory=dict)
+class RulesConfig(_Section):
+    filters: dict[str, str] = {}
+    derived: dict[str, str] = {}
 
 
-@dataclass(frozen=True)
-class IngestConfig:
+class IngestConfig(_Section):
     query_name: str
     checkpoint: str
     classes: list[str]
     image: ImageConfig
     schema_versions: dict[str, SchemaVersionConfig]
-    rules: RulesConfig = field(default_factory=RulesConfig)
+    rules: RulesConfig = RulesConfig()
     trigger_interval: str = "10 seconds"
     max_offsets_per_trigger: int = 5000
     starting_offsets: str = "earliest"
@@ -148,10 +150,8 @@ class IngestConfig:
     max_clock_skew_s: int = 300
 
 
-@dataclass(frozen=True)
-class ReaderConfig:
+class ReaderConfig(_Section):
     """How training reads shards from the object store into a local, bounded cache."""
-
     cache_dir: Path = Path("~/.cache/dlpipe/shards")
     cache_max_gb: float = 8.0
     download_threads: int = 8
@@ -159,17 +159,15 @@ class ReaderConfig:
     prefetch_shards: int = 2
 
 
-@dataclass(frozen=True)
-class ExportConfig:
+class ExportConfig(_Section):
     dataset: str
     split: dict[str, float]
     split_salt: str = "dlpipe-split-v1"
     shard_target_mb: float = 100.0
-    reader: ReaderConfig = field(default_factory=ReaderConfig)
+    reader: ReaderConfig = ReaderConfig()
 
 
-@dataclass(frozen=True)
-class TrainingConfig:
+class TrainingConfig(_Section):
     workers: int = 2
     model_name: str = "digits-cnn"
     architecture: str = "small"
@@ -184,11 +182,9 @@ class TrainingConfig:
     use_gpu: bool = False
 
 
-@dataclass(frozen=True)
-class ServingConfig:
+class ServingConfig(_Section):
     """``dlpipe serve``: which models, where, and the limits that protect the server."""
-
-    models: list[str] = field(default_factory=lambda: ["digits-cnn"])
+    models: list[str] = ["digits-cnn"]
     host: str = "127.0.0.1"
     port: int = 8501
     grpc_port: int = 8500                 # 0: no gRPC endpoint
@@ -202,24 +198,20 @@ class ServingConfig:
     batch_timeout_ms: float = 2.0
 
 
-@dataclass(frozen=True)
-class ScoringConfig:
+class ScoringConfig(_Section):
     """``dlpipe score``: batch inference over the clean table into ``tables.predictions``."""
-
     model: str | None = None              # None: training.model_name
     batch_size: int = 256
     tf_threads: int = 1                   # per Spark task; tasks already run in parallel
 
 
-@dataclass(frozen=True)
-class SparkConfig:
+class SparkConfig(_Section):
     master: str = "local[*]"
     app_name: str = "dlpipe"
-    conf: dict[str, str] = field(default_factory=dict)
+    conf: dict[str, str] = {}
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(_Section):
     stack: StackConfig
     s3: S3Config
     buckets: BucketsConfig
@@ -228,12 +220,11 @@ class Config:
     spark: SparkConfig
     ingest: IngestConfig
     export: ExportConfig
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    serving: ServingConfig = field(default_factory=ServingConfig)
-    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    training: TrainingConfig = TrainingConfig()
+    serving: ServingConfig = ServingConfig()
+    scoring: ScoringConfig = ScoringConfig()
     source: Path = Path("conf/pipeline.yaml")
 
-    # -- endpoints of the local stack unless the config names others --------------------
     @property
     def s3_endpoint(self) -> str:
         return self.s3.endpoint or f"http://{self.stack.host}:{self.stack.minio.port}"
@@ -250,197 +241,156 @@ class Config:
 
     def s3_credentials(self) -> tuple[str, str]:
         """The S3 key pair from the environment, else from the local stack's generated file."""
-        key = os.environ.get(self.s3.access_key_env)
-        secret = os.environ.get(self.s3.secret_key_env)
+        key, secret = os.environ.get(self.s3.access_key_env), os.environ.get(self.s3.secret_key_env)
         if key and secret:
             return key, secret
-        creds = self.stack.state_dir / CREDENTIALS_FILE
-        if creds.is_file():
+        if (creds := self.stack.state_dir / CREDENTIALS_FILE).is_file():
             data = json.loads(creds.read_text())
             return data["access_key"], data["secret_key"]
-        raise ConfigError(
-            f"no S3 credentials: set {self.s3.access_key_env} and {self.s3.secret_key_env}",
-            fix=f"export them, or run `dlpipe stack up` to create the local MinIO's ({creds})",
-        )
+        raise ConfigError(f"no S3 credentials: set {self.s3.access_key_env} and {self.s3.secret_key_env}",
+                          fix=f"export them, or run `dlpipe stack up` to create the local MinIO's ({creds})")
 
-
-# -- loading ------------------------------------------------------------------------------
 
 def default_config_path() -> Path:
     """``$DLPIPE_CONFIG``, else ``./conf/pipeline.yaml``, else the one next to this package."""
     if env := os.environ.get("DLPIPE_CONFIG"):
         return Path(env)
     local = Path("conf/pipeline.yaml")
-    if local.is_file():
-        return local
-    return Path(__file__).resolve().parents[2] / "conf" / "pipeline.yaml"
+    return local if local.is_file() else Path(__file__).resolve().parents[2] / "conf" / "pipeline.yaml"
 
 
-def load_config(
-    path: str | Path | None = None,
-    *,
-    overrides: Iterable[str] | Mapping[str, Any] = (),
-    environ: Mapping[str, str] | None = None,
-) -> Config:
-    """Load and validate the config.
-
-    ``overrides`` are ``key.path=value`` strings (the CLI's ``--set``) or a mapping of dotted
-    keys to values; they win over the environment, which wins over the running stack's
-    ports, which win over the file.
-    """
+def load_config(path: str | Path | None = None, *, overrides: Iterable[str] | Mapping[str, Any] = (),
+                environ: Mapping[str, str] | None = None) -> Config:
+    """The validated config: ``overrides`` (``--set key.path=value`` strings, or dotted keys) >
+    ``environ`` (default ``os.environ``) > the running stack's ports > the file."""
     path = Path(path) if path else default_config_path()
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}", fix="pass --config PATH or set DLPIPE_CONFIG")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
-    environ = os.environ if environ is None else environ
-    layered = [_env_overrides(environ), _cli_overrides(overrides)]
-    for layer in layered:  # state_dir may come from env/CLI; runtime ports live there
+    raw = _read(path, fix="pass --config PATH or set DLPIPE_CONFIG")
+    layers = [_env_layer(os.environ if environ is None else environ), _cli_layer(overrides)]
+    for layer in layers:  # state_dir may come from env/CLI; the running stack's ports live there
         _apply(raw, layer)
-    root = path.resolve().parent.parent
-    state_dir = _resolve_dir(raw.get("stack", {}).get("state_dir", ".dlpipe/stack"), root)
-    runtime = state_dir / RUNTIME_FILE
-    if runtime.is_file():
-        _apply(raw, {f"stack.{k}": v for k, v in _flatten(json.loads(runtime.read_text())).items()})
-        for layer in layered:
-            _apply(raw, layer)
-    raw.setdefault("stack", {})["state_dir"] = str(state_dir)
-    cfg = _build(Config, {**raw, "source": str(path)}, "")
-    return cfg
+    if isinstance(stack := raw.setdefault("stack", {}), dict):
+        state_dir = Path(str(stack.get("state_dir", ".dlpipe/stack"))).expanduser()
+        state_dir = path.resolve().parent.parent / state_dir  # unchanged when absolute
+        if (runtime := state_dir / RUNTIME_FILE).is_file():  # {"kafka": {"port": 9092}, ...}
+            ports = _read(runtime, fix=f"restart the stack (`dlpipe stack up`) or delete {runtime}")
+            for layer in [{f"stack.{s}.{k}": v for s, d in ports.items() for k, v in d.items()}, *layers]:
+                _apply(raw, layer)
+        raw["stack"]["state_dir"] = str(state_dir)
+    return _validate({**raw, "source": str(path)}, path)
 
 
 def with_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
     """A copy of ``cfg`` with dotted keys replaced (for tests and free-port stacks)."""
-    raw = _to_raw(cfg)
-    _apply(raw, dict(overrides))
-    return _build(Config, raw, "")
+    return _validate(_apply(cfg.model_dump(), overrides), cfg.source)
 
 
-def _resolve_dir(value: str, root: Path) -> Path:
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else (root / p)
+def _read(path: Path, fix: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}", fix=fix)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}  # JSON is YAML too
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}", fix=fix) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping", fix=fix)
+    return data
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Dotted keys from the aliases, then from ``DLPIPE__SECTION__KEY`` (which win). A list,
+    mapping or section is parsed as YAML (so JSON too); any other value stays the string
+    pydantic parses: ``local[2]`` and ``10 seconds`` stay strings, ``0700`` is 700."""
+    names = [(name, key) for name, key in ENV_ALIASES.items() if environ.get(name)]
+    names += [(name, name[len(ENV_PREFIX):].lower().replace("__", "."))
+              for name in environ if name.startswith(ENV_PREFIX)]
     out: dict[str, Any] = {}
-    for name, key in ENV_ALIASES.items():
-        if environ.get(name):
-            out[key] = environ[name]
-    for name, value in environ.items():
-        if name.startswith(ENV_PREFIX):
-            out[name[len(ENV_PREFIX):].lower().replace("__", ".")] = value
+    for name, key in names:
+        out[key] = environ[name]
+        if _origin(_type_at(_parts(key))) in (list, dict):
+            try:
+                out[key] = yaml.safe_load(environ[name])
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{name} is neither JSON nor YAML: {getattr(exc, 'problem', exc)}",
+                                  fix=_setting(_parts(key))) from None
     return out
 
 
-def _cli_overrides(overrides: Iterable[str] | Mapping[str, Any]) -> dict[str, Any]:
+def _cli_layer(overrides: Iterable[str] | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(overrides, Mapping):
         return dict(overrides)
-    out: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set takes key.path=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value) if value else value
-    return out
+    items = [(item, *item.partition("=")) for item in overrides]
+    if bad := [item for item, key, sep, _ in items if not sep or not key]:
+        raise ConfigError(f"--set takes key.path=value, got {bad[0]!r}", fix="--set key.path=<YAML>")
+    return {key.strip(): yaml.safe_load(value) if value else value for _, key, _, value in items}
 
 
-def _apply(raw: dict[str, Any], flat: Mapping[str, Any]) -> None:
+def _parts(dotted: str) -> list[str]:
+    """``a.b.c`` -> ``[a, b, c]``, except that a free-form mapping's key keeps its dots."""
+    for mapping in FREEFORM_MAPPINGS:
+        if dotted.startswith(mapping + "."):
+            return [*mapping.split("."), dotted[len(mapping) + 1:]]
+    return dotted.split(".")
+
+
+def _apply(raw: dict[str, Any], flat: Mapping[str, Any]) -> dict[str, Any]:
     for dotted, value in flat.items():
+        *parents, leaf = _parts(dotted)
         node = raw
-        *parents, leaf = dotted.split(".")
-        for mapping in FREEFORM_MAPPINGS:
-            if dotted.startswith(mapping + "."):
-                parents, leaf = mapping.split("."), dotted[len(mapping) + 1:]
         for part in parents:
-            node = node.setdefault(part, {})
+            node = node[part] if node.get(part) is not None else node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"cannot set {dotted}: {part} is not a section")
+                raise ConfigError(f"cannot set {dotted}: {part} is not a section", fix=f"set {part} itself")
         node[leaf] = value
+    return raw
 
 
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in data.items():
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, f"{prefix}{k}."))
+# What a value of a type must be, and an example of one for the fix.
+_KINDS: dict[Any, tuple[str, str]] = {
+    bool: ("true or false", "true"), int: ("an integer", "8"), float: ("a number", "0.5"),
+    str: ("a string", "text"), Path: ("a path", "/some/dir"), list: ("a list", "'[a, b]'"),
+    dict: ("a mapping", "'{key: value}'"),
+}
+
+
+def _validate(raw: dict[str, Any], source: Path) -> Config:
+    """``raw`` as a Config; pydantic's first error as ours: the key, what it must be, how to set it."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+    loc: tuple[str | int, ...] = err["loc"]
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    settable = [str(p) for p in itertools.takewhile(lambda p: isinstance(p, str), loc)]
+    if err["type"] == "missing":
+        raise ConfigError(f"missing config key {key}", fix=f"add it to {source} or set {_setting(settable)}")
+    if err["type"] == "extra_forbidden":
+        known = ", ".join(getattr(_type_at(loc[:-1]), "model_fields", ()))
+        raise ConfigError(f"unknown config key {key} (known: {known})",
+                          fix=f"correct or remove it in {source}, the environment or --set")
+    kind = _KINDS.get(_origin(_type_at(loc)), (f"valid ({err['msg']})", ""))[0]
+    raise ConfigError(f"{key} must be {kind}, got {reprlib.repr(err['input'])}", fix=_setting(settable))
+
+
+def _setting(parts: list[str]) -> str:
+    """How to set the key ``parts`` from the environment or the CLI, with an example value."""
+    example = _KINDS.get(_origin(_type_at(parts)), ("", "..."))[1]
+    env = ENV_PREFIX + "__".join(p.replace(".", "__").upper() for p in parts)
+    return f"{env}={example} or --set {'.'.join(parts)}={example}"
+
+
+def _type_at(parts: Sequence[str | int]) -> Any:
+    """The type of the value at ``parts`` below ``Config`` (``X | None`` as X; None if no key)."""
+    kind: Any = Config
+    for part in parts:
+        if hasattr(kind, "model_fields"):
+            kind = getattr(kind.model_fields.get(str(part)), "annotation", None)
+        elif _origin(kind) in (list, dict):
+            kind = typing.get_args(kind)[-1]
         else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _to_raw(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _to_raw(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {k: _to_raw(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to_raw(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def _build(tp: Any, value: Any, key: str) -> Any:
-    """Turn YAML data into ``tp``, naming the dotted key of the first thing that is wrong."""
-    name = key or "<config>"
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{name} must be a mapping, got {type(value).__name__}")
-        hints = typing.get_type_hints(tp)
-        known = {f.name: f for f in dataclasses.fields(tp)}
-        unknown = sorted(set(value) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown config key {_join(key, unknown[0])} (known: {', '.join(known)})")
-        kwargs = {}
-        for fname, f in known.items():
-            if fname in value:
-                kwargs[fname] = _build(hints[fname], value[fname], _join(key, fname))
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"missing config key {_join(key, fname)}")
-        return tp(**kwargs)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _build(inner, value, key)
-    if origin is list:
-        (itype,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise ConfigError(f"{name} must be a list, got {type(value).__name__}")
-        return [_build(itype, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        _, vtype = typing.get_args(tp)
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{name} must be a mapping, got {type(value).__name__}")
-        return {str(k): _build(vtype, v, _join(key, str(k))) for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in {"true", "false", "1", "0", "yes", "no"}:
-            return value.lower() in {"true", "1", "yes"}
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
-    if tp in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{name} must be a number, got {value!r}")
-        try:
-            return tp(value)
-        except (TypeError, ValueError):
-            kind = "an integer" if tp is int else "a number"
-            raise ConfigError(f"{name} must be {kind}, got {value!r}") from None
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{name} must be a string, got {value!r}")
-    if tp is Path:
-        return Path(str(value))
-    raise ConfigError(f"{name}: unsupported config type {tp}")
+        kind = typing.get_args(kind)[0] if type(None) in typing.get_args(kind) else kind
+    return kind
 
 
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
+def _origin(kind: Any) -> Any:  # list or dict for generics (dict for a section too), else the type
+    return dict if hasattr(kind, "model_fields") else typing.get_origin(kind) or kind

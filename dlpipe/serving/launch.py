@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -36,9 +35,9 @@ def running_server(cfg: Config, *, models: Sequence[str], log: Path, port: int |
 
     port = port or free_ports(1)[0]
     # The child gets this config's store and serving settings (limits, batching, model dir).
-    serving = [f"--set=serving.{f.name}={getattr(cfg.serving, f.name)}"
-               for f in dataclasses.fields(cfg.serving)
-               if f.name not in ("models", "host", "port", "grpc_port")]
+    serving = [f"--set=serving.{name}={getattr(cfg.serving, name)}"
+               for name in type(cfg.serving).model_fields
+               if name not in ("models", "host", "port", "grpc_port")]
     args = [sys.executable, "-m", "dlpipe.serving.server", "--port", str(port),
             "--grpc-port", str(grpc_port), "--host", "127.0.0.1",
             f"--set=s3.endpoint={cfg.s3_endpoint}", f"--set=buckets.models={cfg.buckets.models}",

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,86 @@ def test_with_overrides_returns_a_validated_copy(project: Path) -> None:
     assert cfg.s3_endpoint == "http://127.0.0.1:9000"
     with pytest.raises(ConfigError, match=r"stack\.minio\.port"):
         with_overrides(cfg, {"stack.minio.port": "x"})
+
+
+@pytest.mark.parametrize("value", ["[a, b]", '["a","b"]', '  ["a", "b"]'])
+def test_env_list_as_yaml_or_json(project: Path, value: str) -> None:
+    cfg = load_config(project, environ={"DLPIPE__INGEST__CLASSES": value})
+    assert cfg.ingest.classes == ["a", "b"]
+
+
+def test_env_map_as_yaml_replaces_the_file_s(project: Path) -> None:
+    cfg = load_config(project, environ={"DLPIPE__INGEST__RULES__FILTERS": '{a: "x > 1"}'})
+    assert cfg.ingest.rules.filters == {"a": "x > 1"}
+    cfg = load_config(project, environ={"DLPIPE__EXPORT__SPLIT": '{"train": 1}'})
+    assert cfg.export.split == {"train": 1.0}
+
+
+def test_env_scalars_are_parsed_by_their_field_not_as_yaml(project: Path) -> None:
+    cfg = load_config(project, environ={
+        "DLPIPE__SPARK__MASTER": "local[2]", "DLPIPE__INGEST__TRIGGER_INTERVAL": "10 seconds",
+        "DLPIPE__INGEST__QUERY_NAME": "on", "DLPIPE__SPARK__APP_NAME": "[x]",
+        "DLPIPE__TRAINING__EPOCHS": "0700", "DLPIPE__TRAINING__LEARNING_RATE": "1e3",
+        "DLPIPE__TRAINING__AUGMENT": "yes", "DLPIPE__SCORING__MODEL": "null",
+    })
+    assert (cfg.spark.master, cfg.ingest.trigger_interval) == ("local[2]", "10 seconds")
+    assert (cfg.ingest.query_name, cfg.spark.app_name, cfg.scoring.model) == ("on", "[x]", "null")
+    assert (cfg.training.epochs, cfg.training.learning_rate, cfg.training.augment) == (700, 1000.0, True)
+
+
+@pytest.mark.parametrize(("env", "message", "fix"), [
+    ({"DLPIPE__INGEST__CLASSES": "a"}, "ingest.classes must be a list, got 'a'",
+     "fix: DLPIPE__INGEST__CLASSES='[a, b]' or --set ingest.classes='[a, b]'"),
+    ({"DLPIPE__INGEST__CLASSES": "[a, b"}, "DLPIPE__INGEST__CLASSES is neither JSON nor YAML",
+     "fix: DLPIPE__INGEST__CLASSES='[a, b]'"),
+    ({"DLPIPE__INGEST__IMAGE__TARGET_HEIGHT": "x"}, "ingest.image.target_height must be an integer, got 'x'",
+     "fix: DLPIPE__INGEST__IMAGE__TARGET_HEIGHT=8 or --set ingest.image.target_height=8"),
+    ({"DLPIPE__INGEST__RULES__FILTERS": "[a]"}, "ingest.rules.filters must be a mapping, got ['a']",
+     "--set ingest.rules.filters='{key: value}'"),
+    ({"DLPIPE__INGEST__FOO": "1"}, "unknown config key ingest.foo (known: query_name, checkpoint,",
+     "fix: correct or remove it in"),
+])
+def test_wrong_env_values_name_the_key_and_the_fix(project: Path, env: dict, message: str, fix: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(project, environ=env)
+    assert message in str(err.value) and fix in str(err.value)
+    assert err.value.fix is not None and "pydantic" not in str(err.value)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("stack.kafka.port=true", "stack.kafka.port must be an integer, got True"),
+    ("ingest.classes=[a, [b]]", "ingest.classes[1] must be a string, got ['b']"),
+    ("kafka.topics.raw.bogus=1", "unknown config key kafka.topics.raw.bogus (known: name, partitions)"),
+    ("spark.conf.spark.x=[1]", "spark.conf.spark.x must be a string"),
+    ("stack=3", "stack must be a mapping, got 3"),
+])
+def test_more_bad_values_name_the_key(project: Path, override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(project, environ={}, overrides=[override])
+    assert message in str(err.value) and err.value.fix
+
+
+def test_numbers_are_fine_for_strings(project: Path) -> None:
+    cfg = load_config(project, environ={}, overrides=["spark.conf.spark.x=8", "ingest.classes=[0, 1]"])
+    assert (cfg.spark.conf["spark.x"], cfg.ingest.classes) == ("8", ["0", "1"])
+
+
+def test_loaded_config_pickles_round_trip(project: Path) -> None:
+    cfg = load_config(project, environ={"DLPIPE__INGEST__CLASSES": "[a, b]"})
+    copy = pickle.loads(pickle.dumps(cfg))
+    assert copy == cfg and copy.ingest.classes == ["a", "b"]
+    assert isinstance(copy.stack.state_dir, Path) and copy.s3_endpoint == cfg.s3_endpoint
+    assert copy.buckets.names() == cfg.buckets.names()
+
+
+def test_with_overrides_keeps_configs_immutable(project: Path) -> None:
+    cfg = load_config(project, environ={})
+    moved = with_overrides(cfg, {"spark.conf.spark.sql.x": "1", "ingest.classes": ["a"]})
+    assert moved.spark.conf["spark.sql.x"] == "1" and "spark.sql.x" not in cfg.spark.conf
+    assert cfg.ingest.classes[0] == "0"
+    for obj, name in [(cfg, "spark"), (moved.ingest.image, "target_height"), (moved.spark, "master")]:
+        with pytest.raises(ValueError, match="frozen"):
+            setattr(obj, name, None)
+    assert isinstance(moved.serving.model_dir, Path)
+    with pytest.raises(ConfigError, match=r"unknown config key ingest\.foo"):
+        with_overrides(cfg, {"ingest.foo": 1})

@@ -26,7 +26,7 @@ def test_spark_submit_runs_a_job_on_the_standalone_cluster(cluster, test_env) ->
     out = subprocess.run(
         [str(Path(sys.executable).parent / "spark-submit"), "--master", master, "--name", name,
          "--jars", jars, "--conf", "spark.executor.memory=1g", "--conf", "spark.cores.max=2",
-         str(ROOT / "spark_jobs" / "smoke.py"), "--steps", "delta,kafka"],
+         str(ROOT / "spark_jobs" / "smoke" / "job.py"), "--steps", "delta,kafka"],
         capture_output=True, text=True, env={**test_env, "PYSPARK_PYTHON": sys.executable},
         timeout=600,
     )

@@ -43,6 +43,10 @@ class TrainSpec:
     shuffle_buffer: int = 10_000
     seed: int = 0
     min_test_accuracy: float = 0.0
+    min_test_records: int = 0
+    promotion_confidence: float = 0.95
+    max_train_accuracy_gap: float = 0.05
+    bn_recalibration_batches: int = 100
 
 
 def _task_index() -> int:
@@ -66,7 +70,6 @@ def train_worker(spec: TrainSpec) -> dict[str, Any]:
 
 
 def _train(spec: TrainSpec) -> dict[str, Any]:
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import tensorflow as tf
 
     from dlpipe.core.s3 import s3_client
@@ -115,41 +118,88 @@ def _train(spec: TrainSpec) -> dict[str, Any]:
                       keras.callbacks.TensorBoard(str(scratch / "tensorboard"), write_graph=False,
                                                   profile_batch=0)]
     validation = dataset_fn("validation", training=False) if spec.validation_steps else None
-    model.fit(dataset_fn("train", training=True), epochs=spec.epochs, steps_per_epoch=spec.steps_per_epoch,
-              validation_data=validation, validation_steps=spec.validation_steps or None,
-              callbacks=callbacks, verbose=0)
+    history = model.fit(
+        dataset_fn("train", training=True), epochs=spec.epochs, steps_per_epoch=spec.steps_per_epoch,
+        validation_data=validation, validation_steps=spec.validation_steps or None,
+        callbacks=callbacks, verbose=0)
     weights = model.get_weights()  # on every worker: reading synced state may be collective
     total_steps = int(model.optimizer.iterations.numpy())
     if not chief:
         shutil.rmtree(scratch, ignore_errors=True)
         return {"worker": index}
-    result = _evaluate_and_publish(spec, manifest, cache, weights, shape, scratch, total_steps, resumed)
+    trained = history.history.get("accuracy") or [r["accuracy"] for r in store.metrics()[-1:]] or [None]
+    result = _evaluate_and_publish(spec, manifest, cache, weights, shape, scratch, total_steps, resumed,
+                                   last_epoch_accuracy=trained[-1])
     store.mark_done(result)
     shutil.rmtree(scratch, ignore_errors=True)
     return result
 
 
 def _evaluate_and_publish(spec: TrainSpec, manifest: Any, cache: Any, weights: list, shape: tuple,
-                          scratch: Path, total_steps: int, resumed: dict | None) -> dict[str, Any]:
-    import numpy as np
+                          scratch: Path, total_steps: int, resumed: dict | None, *,
+                          last_epoch_accuracy: float | None) -> dict[str, Any]:
     import tensorflow as tf
 
     from dlpipe.core.s3 import s3_client
     from dlpipe.registry.store import publish_model
+    from models.batchnorm import recalibrate
     from models.cnn import build_model
+    from models.evaluation import check_export, decide_promotion
     from models.input import make_dataset
     from models.serving import save_serving_model
 
     with tf.distribute.get_strategy().scope():
         plain = build_model(spec.architecture, input_shape=shape, num_classes=len(manifest.classes))
     plain.set_weights(weights)
+    recalibrated = recalibrate(plain, (images for images, _ in make_dataset(
+        manifest, "train", cache=cache, batch_size=spec.global_batch, shuffle=True, seed=spec.seed)),
+        max_batches=spec.bn_recalibration_batches)
+    metrics = _evaluate(plain, manifest, cache)
+    promotion = decide_promotion(metrics, bar=spec.min_test_accuracy, min_records=spec.min_test_records,
+                                 confidence=spec.promotion_confidence)
+    export_check = check_export(metrics.get("train", {}).get("accuracy", 0.0), last_epoch_accuracy,
+                                tolerance=spec.max_train_accuracy_gap)
+    promoted = promotion.promoted and export_check.ok
+    test_accuracy = promotion.accuracy
+    saved = save_serving_model(plain, scratch / "saved_model", height=shape[0], width=shape[1],
+                               channels=shape[2], classes=list(manifest.classes))
+    config = {k: v for k, v in asdict(spec).items() if k not in ("cfg", "manifest_json")}
+    info = {"run_id": spec.run_id, "promoted": promoted, "test_accuracy": test_accuracy,
+            "min_test_accuracy": spec.min_test_accuracy, "total_steps": total_steps,
+            "promotion": promotion.as_dict(), "export_check": export_check.as_dict(),
+            "batchnorm_recalibration_batches": recalibrated,
+            "dataset": manifest.uri, "delta_version": manifest.delta_version,
+            "delta_table": manifest.source["table"], "classes": list(manifest.classes),
+            "image": manifest.image, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    client = s3_client(spec.cfg)
+    version = publish_model(client, spec.cfg.buckets.models, spec.model_name, saved, extras={
+        "metrics.json": json.dumps({**metrics, "classes": list(manifest.classes),
+                                    "promotion": promotion.as_dict(),
+                                    "export_check": export_check.as_dict()}, indent=1).encode(),
+        "dataset-manifest.json": spec.manifest_json.encode(),
+        "training-config.json": json.dumps(config, indent=1).encode(),
+    }, info=info)
+    return {**info, "version": version, "metrics": {k: {m: v for m, v in d.items() if m != "confusion_matrix"}
+                                                    for k, d in metrics.items()},
+            "resumed_from_epoch": None if resumed is None else resumed["epoch"],
+            "model_uri": f"s3://{spec.cfg.buckets.models}/{spec.model_name}/{version}/"}
+
+
+def _evaluate(model: Any, manifest: Any, cache: Any) -> dict[str, Any]:
+    """Loss, accuracy and confusion matrix of every non-empty split, every record counted
+    (the last partial batch included), in inference mode."""
+    import numpy as np
+    import tensorflow as tf
+
+    from models.input import make_dataset
+
     metrics: dict[str, Any] = {}
     for split in ("train", "validation", "test"):
         if not manifest.shards_of(split) or manifest.counts[split]["records"] == 0:
             continue
         labels, predictions, losses = [], [], []
         for images, y in make_dataset(manifest, split, cache=cache, batch_size=256, shuffle=False):
-            logits = plain(images, training=False)
+            logits = model(images, training=False)
             loss = tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
             losses.append(loss.numpy())
             labels.append(y.numpy())
@@ -160,26 +210,7 @@ def _evaluate_and_publish(spec: TrainSpec, manifest: Any, cache: Any, weights: l
         metrics[split] = {"records": len(y_true), "loss": float(np.concatenate(losses).mean()),
                           "accuracy": float((y_true == y_pred).mean()),
                           "confusion_matrix": confusion.tolist()}
-    test_accuracy = metrics.get("test", metrics.get("validation", {})).get("accuracy", 0.0)
-    promoted = test_accuracy >= spec.min_test_accuracy
-    saved = save_serving_model(plain, scratch / "saved_model", height=shape[0], width=shape[1],
-                               channels=shape[2], classes=list(manifest.classes))
-    config = {k: v for k, v in asdict(spec).items() if k not in ("cfg", "manifest_json")}
-    info = {"run_id": spec.run_id, "promoted": promoted, "test_accuracy": test_accuracy,
-            "min_test_accuracy": spec.min_test_accuracy, "total_steps": total_steps,
-            "dataset": manifest.uri, "delta_version": manifest.delta_version,
-            "delta_table": manifest.source["table"], "classes": list(manifest.classes),
-            "image": manifest.image, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    client = s3_client(spec.cfg)
-    version = publish_model(client, spec.cfg.buckets.models, spec.model_name, saved, extras={
-        "metrics.json": json.dumps({**metrics, "classes": list(manifest.classes)}, indent=1).encode(),
-        "dataset-manifest.json": spec.manifest_json.encode(),
-        "training-config.json": json.dumps(config, indent=1).encode(),
-    }, info=info)
-    return {**info, "version": version, "metrics": {k: {m: v for m, v in d.items() if m != "confusion_matrix"}
-                                                    for k, d in metrics.items()},
-            "resumed_from_epoch": None if resumed is None else resumed["epoch"],
-            "model_uri": f"s3://{spec.cfg.buckets.models}/{spec.model_name}/{version}/"}
+    return metrics
 
 
 def _mirror_callback(store: Any, chief_dir: Path, tb_dir: Path, spec: TrainSpec,

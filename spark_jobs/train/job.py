@@ -58,6 +58,8 @@ def make_spec(cfg: Config, manifest: Manifest, *, run_id: str, workers: int) -> 
         validation_steps=manifest.counts["validation"]["records"] // t.batch_size,
         checkpoint_every_steps=t.checkpoint_every_steps, augment=t.augment,
         shuffle_buffer=t.shuffle_buffer, seed=t.seed, min_test_accuracy=t.min_test_accuracy,
+        min_test_records=t.min_test_records, promotion_confidence=t.promotion_confidence,
+        max_train_accuracy_gap=t.max_train_accuracy_gap, bn_recalibration_batches=t.bn_recalibration_batches,
     )
 
 
@@ -132,12 +134,26 @@ def train(spark: SparkSession | None, cfg: Config, *, workers: int, run_id: str 
         reporter.stop.set()
         reporter.flush()
     seconds = time.monotonic() - started
-    metrics = result["metrics"]
     log.info(f"train: {result['model_uri']} in {seconds:.0f}s; " + ", ".join(
-             f"{split} acc {m['accuracy']:.4f}" for split, m in metrics.items())
-             + (" (promoted)" if result["promoted"] else
-           f" (NOT promoted: test accuracy below {result['min_test_accuracy']})"))
+             f"{split} acc {m['accuracy']:.4f}" for split, m in result["metrics"].items()))
+    log.info(describe_decision(result))
+    check = result.get("export_check") or {}
+    if check and not check["ok"]:
+        raise DlpipeError(f"train: {check['reason']}; version {result['version']} was published but "
+                          "not promoted",
+                          fix="train longer (training.epochs) or with more data; raise "
+                          "training.max_train_accuracy_gap only if the gap is expected")
     return result
+
+
+def describe_decision(result: dict[str, Any]) -> str:
+    """One line: promoted or not, and the evidence (records, accuracy, bound, bar)."""
+    promotion = result.get("promotion")
+    if promotion is None:  # a version trained before decisions were recorded
+        return f"train: {'promoted' if result['promoted'] else 'not promoted'}"
+    check = result.get("export_check") or {"ok": True}
+    why = check["reason"] if promotion["promoted"] and not check["ok"] else promotion["reason"]
+    return f"train: {'promoted' if result['promoted'] else 'NOT promoted'}: {why}"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

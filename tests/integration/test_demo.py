@@ -20,6 +20,7 @@ def test_demo_runs_end_to_end_and_writes_its_report(cfg, test_env):
     proc = subprocess.run(
         [sys.executable, "-m", "dlpipe.cli.main", "demo", "--count", "400",
          "--set", "training.epochs=4", "--set", "training.min_test_accuracy=0.3",
+         "--set", "training.min_test_records=20",
          "--set", "spark.master=local[2]"],
         cwd=ROOT, env=test_env, capture_output=True, text=True, timeout=1200)
     out = proc.stdout + proc.stderr

@@ -29,7 +29,7 @@ EPOCHS = 8
 
 @pytest.fixture(scope="module")
 def train_cfg(ingested, exported):
-    return with_overrides(ingested, {"training.epochs": EPOCHS,
+    return with_overrides(ingested, {"training.epochs": EPOCHS, "training.min_test_accuracy": 0.85,
                                      "training.model_name": f"test-cnn-{uuid.uuid4().hex[:6]}"})
 
 
@@ -42,6 +42,10 @@ def trained(spark, train_cfg):
 def test_two_workers_reach_95_percent_and_export_version_1_with_lineage(trained, train_cfg, exported):
     assert trained["version"] == 1 and trained["promoted"]
     assert trained["metrics"]["test"]["accuracy"] >= 0.95, trained["metrics"]
+    promotion, check = trained["promotion"], trained["export_check"]
+    assert promotion["records"] == exported.counts["test"]["records"] >= 50
+    assert 0.85 <= promotion["lower_bound"] < promotion["accuracy"], promotion
+    assert check["ok"] and check["exported_accuracy"] == trained["metrics"]["train"]["accuracy"]
     client, bucket = s3_client(train_cfg), train_cfg.buckets.models
     name = train_cfg.training.model_name
     keys = {o["Key"].split("/", 2)[2] for o in client.list_objects_v2(

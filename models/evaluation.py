@@ -1,0 +1,96 @@
+"""Whether a trained model is good enough to serve, decided on evidence rather than luck.
+
+A point estimate from a small test split is noisy: 13 right out of 14 reads as 0.93 but is
+consistent with a model that gets 0.70 right. Promotion therefore compares the Wilson score
+lower bound of the test accuracy (at ``training.promotion_confidence``) with the bar, and
+needs at least ``training.min_test_records`` test records. A second check guards the export
+itself: the exported model, run in inference mode on the train split, must agree with what
+training reported for its last epoch (BatchNormalization's moving statistics are the usual
+culprit when it does not). Pure functions: numbers in, a decision with its inputs out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from statistics import NormalDist
+from typing import Any
+
+
+def wilson_lower_bound(correct: int, total: int, *, confidence: float = 0.95) -> float:
+    """The lower end of the two-sided Wilson score interval for ``correct / total``."""
+    if total <= 0:
+        return 0.0
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = correct / total
+    centre = p + z * z / (2 * total)
+    margin = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
+    return max(0.0, (centre - margin) / (1 + z * z / total))
+
+
+@dataclass(frozen=True)
+class Promotion:
+    promoted: bool
+    reason: str
+    split: str
+    records: int
+    accuracy: float
+    lower_bound: float
+    confidence: float
+    bar: float
+    min_records: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide_promotion(metrics: dict[str, dict[str, Any]], *, bar: float, min_records: int,
+                     confidence: float) -> Promotion:
+    """Promote when the test split is large enough and its accuracy's lower bound clears the bar.
+
+    Falls back to the validation split only when there is no test split at all.
+    """
+    split = "test" if "test" in metrics else "validation"
+    m = metrics.get(split, {"records": 0, "accuracy": 0.0})
+    records, accuracy = int(m["records"]), float(m["accuracy"])
+    bound = wilson_lower_bound(round(accuracy * records), records, confidence=confidence)
+    if records < min_records:
+        promoted, reason = False, (f"{records} {split} records, fewer than training.min_test_records "
+                                   f"{min_records}")
+    elif bound < bar:
+        promoted, reason = False, (f"{split} accuracy {accuracy:.4f} on {records} records has a "
+                                   f"{confidence:.0%} lower bound of {bound:.4f}, below the bar {bar}")
+    else:
+        promoted, reason = True, (f"{split} accuracy {accuracy:.4f} on {records} records, "
+                                  f"{confidence:.0%} lower bound {bound:.4f} >= bar {bar}")
+    return Promotion(promoted, reason, split, records, accuracy, bound, confidence, bar, min_records)
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    ok: bool
+    reason: str
+    trained_accuracy: float | None
+    exported_accuracy: float
+    tolerance: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_export(exported_train_accuracy: float, last_epoch_accuracy: float | None, *,
+                 tolerance: float) -> ExportCheck:
+    """The exported model must not be worse on the train split than training said it was."""
+    if last_epoch_accuracy is None:
+        return ExportCheck(True, "no training accuracy to compare with (nothing was trained in this "
+                           "run)", None, exported_train_accuracy, tolerance)
+    gap = last_epoch_accuracy - exported_train_accuracy
+    if gap > tolerance:
+        return ExportCheck(False, (
+            f"the exported model scores {exported_train_accuracy:.4f} on the train split in inference "
+            f"mode, {gap:.4f} below the last epoch's training accuracy {last_epoch_accuracy:.4f} "
+            f"(tolerance training.max_train_accuracy_gap {tolerance})"),
+            last_epoch_accuracy, exported_train_accuracy, tolerance)
+    return ExportCheck(True, (f"exported train accuracy {exported_train_accuracy:.4f} vs last epoch "
+                              f"{last_epoch_accuracy:.4f}"),
+                       last_epoch_accuracy, exported_train_accuracy, tolerance)

@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from dlpipe.core.errors import ConfigError
+from dlpipe.core.layers import apply, cli_layer, expand, merge, parts, read_yaml
 
 ENV_PREFIX = "DLPIPE__"
 # Environment variables a deployment sets most often, with their config keys.
@@ -33,9 +34,9 @@ ENV_ALIASES: dict[str, str] = {
     "DLPIPE_KAFKA_BOOTSTRAP_SERVERS": "kafka.bootstrap_servers",
     "DLPIPE_SPARK_MASTER": "spark.master",
     "DLPIPE_STATE_DIR": "stack.state_dir",
+    "DLPIPE_PIPELINE": "pipeline.name",
+    "DLPIPE_PROFILE": "pipeline.profile",
 }
-# Mappings whose keys have dots: `--set spark.conf.spark.sql.x=1` sets spark.conf["spark.sql.x"].
-FREEFORM_MAPPINGS = ("spark.conf", "ingest.rules.filters", "ingest.rules.derived")
 RUNTIME_FILE = "stack.json"
 CREDENTIALS_FILE = "minio-credentials.json"
 
@@ -178,7 +179,11 @@ class TrainingConfig(_Section):
     augment: bool = False
     shuffle_buffer: int = 10_000
     seed: int = 0
-    min_test_accuracy: float = 0.95
+    min_test_accuracy: float = 0.9        # bar for the lower confidence bound of test accuracy
+    min_test_records: int = 50            # fewer test records: never promoted
+    promotion_confidence: float = 0.95
+    max_train_accuracy_gap: float = 0.05  # exported vs last-epoch train accuracy
+    bn_recalibration_batches: int = 100   # BatchNorm statistics re-estimated before export
     use_gpu: bool = False
 
 
@@ -211,7 +216,15 @@ class SparkConfig(_Section):
     conf: dict[str, str] = {}
 
 
+class PipelineConfig(_Section):
+    """One pipeline's name (``{pipeline}`` in topic, table, checkpoint, dataset and model names)
+    and the dataset profile (``conf/profiles/<profile>.yaml``: image size, model, training)."""
+    name: str = "digits"
+    profile: str | None = None
+
+
 class Config(_Section):
+    pipeline: PipelineConfig = PipelineConfig()
     stack: StackConfig
     s3: S3Config
     buckets: BucketsConfig
@@ -264,36 +277,34 @@ def load_config(path: str | Path | None = None, *, overrides: Iterable[str] | Ma
     """The validated config: ``overrides`` (``--set key.path=value`` strings, or dotted keys) >
     ``environ`` (default ``os.environ``) > the running stack's ports > the file."""
     path = Path(path) if path else default_config_path()
-    raw = _read(path, fix="pass --config PATH or set DLPIPE_CONFIG")
-    layers = [_env_layer(os.environ if environ is None else environ), _cli_layer(overrides)]
-    for layer in layers:  # state_dir may come from env/CLI; the running stack's ports live there
-        _apply(raw, layer)
+    raw = read_yaml(path, fix="pass --config PATH or set DLPIPE_CONFIG")
+    layers = [_env_layer(os.environ if environ is None else environ), cli_layer(overrides)]
+    for layer in layers:  # the profile and state_dir may come from env/CLI
+        apply(raw, layer)
+    if profile := (raw.get("pipeline") or {}).get("profile"):
+        profiles = path.parent / "profiles"
+        if not (chosen := profiles / f"{profile}.yaml").is_file():
+            known = ", ".join(sorted(p.stem for p in profiles.glob("*.yaml"))) or f"none in {profiles}"
+            raise ConfigError(f"unknown pipeline.profile {profile!r}: no {chosen}",
+                              fix=f"choose one of: {known} (or add {chosen})")
+        raw = merge(read_yaml(path, fix=""), read_yaml(chosen, fix=f"correct {chosen}"))
+        for layer in layers:
+            apply(raw, layer)
     if isinstance(stack := raw.setdefault("stack", {}), dict):
         state_dir = Path(str(stack.get("state_dir", ".dlpipe/stack"))).expanduser()
         state_dir = path.resolve().parent.parent / state_dir  # unchanged when absolute
         if (runtime := state_dir / RUNTIME_FILE).is_file():  # {"kafka": {"port": 9092}, ...}
-            ports = _read(runtime, fix=f"restart the stack (`dlpipe stack up`) or delete {runtime}")
+            ports = read_yaml(runtime, fix=f"restart the stack (`dlpipe stack up`) or delete {runtime}")
             for layer in [{f"stack.{s}.{k}": v for s, d in ports.items() for k, v in d.items()}, *layers]:
-                _apply(raw, layer)
+                apply(raw, layer)
         raw["stack"]["state_dir"] = str(state_dir)
-    return _validate({**raw, "source": str(path)}, path)
+    name = str((raw.get("pipeline") or {}).get("name") or PipelineConfig().name)
+    return _validate({**expand(raw, name), "source": str(path)}, path)
 
 
 def with_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
     """A copy of ``cfg`` with dotted keys replaced (for tests and free-port stacks)."""
-    return _validate(_apply(cfg.model_dump(), overrides), cfg.source)
-
-
-def _read(path: Path, fix: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}", fix=fix)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}  # JSON is YAML too
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}", fix=fix) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping", fix=fix)
-    return data
+    return _validate(apply(cfg.model_dump(), overrides), cfg.source)
 
 
 def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -306,42 +317,13 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, key in names:
         out[key] = environ[name]
-        if _origin(_type_at(_parts(key))) in (list, dict):
+        if _origin(_type_at(parts(key))) in (list, dict):
             try:
                 out[key] = yaml.safe_load(environ[name])
             except yaml.YAMLError as exc:
                 raise ConfigError(f"{name} is neither JSON nor YAML: {getattr(exc, 'problem', exc)}",
-                                  fix=_setting(_parts(key))) from None
+                                  fix=_setting(parts(key))) from None
     return out
-
-
-def _cli_layer(overrides: Iterable[str] | Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(overrides, Mapping):
-        return dict(overrides)
-    items = [(item, *item.partition("=")) for item in overrides]
-    if bad := [item for item, key, sep, _ in items if not sep or not key]:
-        raise ConfigError(f"--set takes key.path=value, got {bad[0]!r}", fix="--set key.path=<YAML>")
-    return {key.strip(): yaml.safe_load(value) if value else value for _, key, _, value in items}
-
-
-def _parts(dotted: str) -> list[str]:
-    """``a.b.c`` -> ``[a, b, c]``, except that a free-form mapping's key keeps its dots."""
-    for mapping in FREEFORM_MAPPINGS:
-        if dotted.startswith(mapping + "."):
-            return [*mapping.split("."), dotted[len(mapping) + 1:]]
-    return dotted.split(".")
-
-
-def _apply(raw: dict[str, Any], flat: Mapping[str, Any]) -> dict[str, Any]:
-    for dotted, value in flat.items():
-        *parents, leaf = _parts(dotted)
-        node = raw
-        for part in parents:
-            node = node[part] if node.get(part) is not None else node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"cannot set {dotted}: {part} is not a section", fix=f"set {part} itself")
-        node[leaf] = value
-    return raw
 
 
 # What a value of a type must be, and an example of one for the fix.

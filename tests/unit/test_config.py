@@ -77,7 +77,8 @@ def test_bad_values_name_the_key(project: Path, override: str, message: str) -> 
 
 
 def test_missing_required_key_is_named(project: Path) -> None:
-    project.write_text(project.read_text().replace("  quarantine: s3a://dlpipe-lake/tables/quarantine\n", ""))
+    line = "  quarantine: s3a://dlpipe-lake/{pipeline}/quarantine\n"
+    project.write_text(project.read_text().replace(line, ""))
     with pytest.raises(ConfigError, match=r"missing config key tables\.quarantine"):
         load_config(project, environ={})
 
@@ -195,3 +196,40 @@ def test_with_overrides_keeps_configs_immutable(project: Path) -> None:
     assert isinstance(moved.serving.model_dir, Path)
     with pytest.raises(ConfigError, match=r"unknown config key ingest\.foo"):
         with_overrides(cfg, {"ingest.foo": 1})
+
+
+def test_one_pipeline_name_derives_every_name(project: Path) -> None:
+    cfg = load_config(project, environ={"DLPIPE_PIPELINE": "photos"})
+    assert cfg.pipeline.name == "photos"
+    assert cfg.kafka.topics["raw"].name == "dlpipe.photos.raw"
+    assert (cfg.tables.clean, cfg.tables.quarantine) == ("s3a://dlpipe-lake/photos/clean",
+                                                         "s3a://dlpipe-lake/photos/quarantine")
+    assert cfg.ingest.checkpoint == "s3a://dlpipe-checkpoints/photos/ingest"
+    assert (cfg.ingest.query_name, cfg.export.dataset) == ("ingest-photos", "photos")
+    assert (cfg.training.model_name, cfg.serving.models) == ("photos-cnn", ["photos-cnn"])
+    own = load_config(project, environ={}, overrides=["pipeline.name=b", "export.dataset=mine"])
+    assert own.export.dataset == "mine" and own.tables.clean == "s3a://dlpipe-lake/b/clean"
+    default = load_config(project, environ={})
+    assert default.ingest.checkpoint != cfg.ingest.checkpoint, "two pipelines never share a checkpoint"
+
+
+def test_a_profile_layers_between_the_file_and_the_environment(project: Path) -> None:
+    profiles = project.parent / "profiles"
+    profiles.mkdir()
+    (profiles / "photos.yaml").write_text(
+        "ingest: {classes: [cat, dog], image: {target_height: 64, target_width: 64, target_channels: 3}}\n"
+        "training: {architecture: resnet, epochs: 15}\n")
+    cfg = load_config(project, environ={"DLPIPE_PROFILE": "photos", "DLPIPE__TRAINING__EPOCHS": "3"})
+    assert cfg.ingest.classes == ["cat", "dog"] and cfg.ingest.image.target_channels == 3
+    assert cfg.ingest.image.max_pixels == 16_777_216, "the profile merges, it does not replace"
+    assert (cfg.training.architecture, cfg.training.epochs) == ("resnet", 3)
+    with pytest.raises(ConfigError, match=r"unknown pipeline\.profile 'nope'") as err:
+        load_config(project, environ={}, overrides=["pipeline.profile=nope"])
+    assert "choose one of: photos" in str(err.value)
+
+
+def test_the_shipped_profiles_load() -> None:
+    for profile in ("digits", "photos"):
+        cfg = load_config(YAML, environ={"DLPIPE_PROFILE": profile})
+        assert cfg.pipeline.profile == profile
+    assert load_config(YAML, environ={"DLPIPE_PROFILE": "photos"}).training.architecture == "resnet"

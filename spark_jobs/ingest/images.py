@@ -6,6 +6,7 @@ is imported inside, on the workers. Any exception from a decoder ends as CORRUPT
 only; a batch never fails because of one image.
 """
 
+from __future__ import annotations
 
 import base64
 import binascii
@@ -77,6 +78,8 @@ def inspect_one(
             already = (fmt == "PNG" and (w, h) == (limits.target_width, limits.target_height)
                        and im.mode == {1: "L", 3: "RGB"}[limits.target_channels])
             png = raw if already else _normalize(im, limits)
+    except Image.DecompressionBombError as exc:  # Pillow's own header check, far above ours
+        return reject(Reason.IMAGE_TOO_LARGE, f"over {limits.max_pixels} pixels by its header ({exc})")
     except Exception as exc:  # any decoder failure is this record's problem only
         return reject(Reason.CORRUPT_IMAGE, f"{fmt} does not decode: {type(exc).__name__}: {exc}")
     return {"reason": None, "detail": None, "png": png, **orig}

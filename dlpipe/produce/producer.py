@@ -22,8 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dlpipe.core.args import add_config_args, config_from_args
+from dlpipe.core.args import add_config_args, config_from_args, run_main
 from dlpipe.core.config import Config
+from dlpipe.core.errors import ConfigError
 from dlpipe.produce.records import BAD_KINDS, Message, bad_message, encode, record, to_v2
 from dlpipe.produce.sources import Sample, digits, image_folder, synthetic
 
@@ -134,13 +135,28 @@ def produce(cfg: Config, messages: Iterator[tuple[str, Message]], *, count: int,
     return report
 
 
+def check_folder_classes(root: Path, classes: Sequence[str]) -> None:
+    """An ImageFolder's labels are its sub-folder names; ingest quarantines any label outside
+    ``ingest.classes``, so say so before sending a single record."""
+    if not root.is_dir():
+        raise ConfigError(f"--folder {root} is not a folder", fix="pass the root of an ImageFolder tree")
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if missing := [c for c in found if c not in classes]:
+        listed = ", ".join(found)
+        raise ConfigError(
+            f"{root} has classes {listed}, but ingest.classes is {list(classes)}: "
+            f"{', '.join(missing)} would all be quarantined as UNKNOWN_LABEL",
+            fix=f"--set ingest.classes='[{listed}]' on produce, ingest and export (or in a profile)")
+
+
 def source_samples(args: argparse.Namespace) -> tuple[Iterator[Sample], str]:
     if args.source == "digits":
         return digits(start=args.start), "sklearn-digits"
     if args.source == "synthetic":
         return synthetic(size=args.size, seed=args.seed, start=args.start), f"synthetic-{args.size}"
     if args.folder is None:
-        raise SystemExit("dlpipe produce: --source folder needs --folder PATH")
+        raise ConfigError("--source folder needs --folder PATH",
+                          fix="dlpipe produce --source folder --folder PHOTOS")
     return image_folder(args.folder, start=args.start), f"folder-{args.folder.name}"
 
 
@@ -177,6 +193,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = config_from_args(args)
+    if args.source == "folder" and args.folder is not None:
+        check_folder_classes(args.folder, cfg.ingest.classes)
     samples, source = source_samples(args)
     messages = plan_messages(
         samples, count=args.count, prefix=args.prefix or args.source, source=source,
@@ -191,4 +209,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main, prog="produce")

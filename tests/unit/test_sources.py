@@ -4,6 +4,7 @@ import itertools
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image as PILImage
 
 from dlpipe.produce.sources import SYNTHETIC_CLASSES, digits, image_folder, synthetic
@@ -42,3 +43,16 @@ def _jpeg() -> bytes:
     out = io.BytesIO()
     PILImage.new("RGB", (4, 4), (200, 10, 10)).save(out, format="JPEG")
     return out.getvalue()
+
+
+def test_a_folder_whose_classes_are_not_configured_is_refused_before_sending(tmp_path):
+    from dlpipe.core.errors import ConfigError
+    from dlpipe.produce.producer import check_folder_classes
+
+    for label in ("cat", "dog"):
+        (tmp_path / label).mkdir()
+    check_folder_classes(tmp_path, ["cat", "dog", "bird"])
+    with pytest.raises(ConfigError) as err:
+        check_folder_classes(tmp_path, ["0", "1"])
+    assert "has classes cat, dog" in str(err.value) and "UNKNOWN_LABEL" in str(err.value)
+    assert "--set ingest.classes='[cat, dog]'" in str(err.value)

@@ -36,12 +36,18 @@ class Service:
 
     # -- state -----------------------------------------------------------------------
     def pid(self) -> int | None:
-        """The pid from the pid file if that process is still alive."""
+        """The pid from the pid file if that process is still alive and is still the one this
+        file was written for: the pid file also holds the process's start time, so a pid the
+        kernel has since given to another process is never signalled."""
         try:
-            pid = int(self.pid_file.read_text().strip())
+            pid_text, _, started = self.pid_file.read_text().strip().partition(" ")
+            pid = int(pid_text)
         except (FileNotFoundError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        if not _alive(pid):
+            return None
+        # A pid file from before start times were recorded names its pid only.
+        return pid if not started or started == start_time(pid) else None
 
     def is_healthy(self) -> bool:
         try:
@@ -81,7 +87,7 @@ class Service:
                 list(self.argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, **self.env, **extra_env}, start_new_session=True,
             )
-        self.pid_file.write_text(f"{proc.pid}\n")
+        self.pid_file.write_text(f"{proc.pid} {start_time(proc.pid) or ''}\n")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -126,6 +132,16 @@ class Service:
             wait_until(lambda: not _alive(pid), 10)
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+def start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat): with
+    the pid, it names one process for the life of the machine."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(") ", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def _alive(pid: int) -> bool:

@@ -132,3 +132,33 @@ def test_a_failing_prepare_step_is_reported_as_that_service_failing(tmp_path: Pa
     assert str(err.value).startswith("http: preparing to start failed: PermissionError")
     assert "fix: check " in str(err.value)
     assert svc.pid() is None
+
+
+def test_stop_never_signals_a_process_that_reused_the_pid(tmp_path: Path) -> None:
+    """A stale pid file whose pid now belongs to another process: stop leaves that one alone."""
+    import subprocess
+
+    (port,) = free_ports(1)
+    svc = http_service(tmp_path, port)
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        svc.pid_file.write_text(f"{stranger.pid} 12345\n")  # the pid, another start time
+        assert svc.pid() is None and svc.status() == "stopped"
+        assert svc.stop(timeout_s=2) is False
+        assert stranger.poll() is None, "the stranger must still run"
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_the_pid_file_names_the_process_by_pid_and_start_time(tmp_path: Path) -> None:
+    from dlpipe.core.process import start_time
+
+    (port,) = free_ports(1)
+    svc = http_service(tmp_path, port)
+    assert svc.start(timeout_s=20)
+    try:
+        pid_text, started = svc.pid_file.read_text().split()
+        assert int(pid_text) == svc.pid() and started == start_time(int(pid_text))
+    finally:
+        svc.stop(timeout_s=5)

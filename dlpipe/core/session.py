@@ -125,6 +125,9 @@ def get_spark(
     # A driver started from Python picks its workers' interpreter from PYSPARK_PYTHON (the
     # conf key only reaches spark-submit's launcher).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if (master or cfg.spark_master).startswith(_LOOPBACK_PREFIXES):
+        # Spark's web UI binds every interface unless SPARK_LOCAL_IP names one.
+        os.environ.setdefault("SPARK_LOCAL_IP", cfg.stack.host)
     wanted = spark_conf(cfg, jars=jars_from_env() if jars is None else jars, app_name=app_name,
                         master=master, extra=extra_conf)
     given = _launcher_conf()

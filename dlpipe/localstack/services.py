@@ -92,6 +92,13 @@ def kafka_properties(cfg: Config, data_dir: Path) -> str:
     ])
 
 
+def private_dir(path: Path) -> Path:
+    """A data folder only its owner can enter (0700): messages and objects live there."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
 def new_cluster_id(draw: Callable[[], uuid.UUID] = uuid.uuid4) -> str:
     """A KRaft cluster id drawn as Kafka's own ``random-uuid`` draws it: 16 random bytes in
     URL-safe base64, redrawn when it would start with ``-`` (StorageTool would read such an
@@ -134,6 +141,7 @@ def kafka_service(cfg: Config, installed: Installed) -> Service:
         props.parent.mkdir(parents=True, exist_ok=True)
         props.write_text(kafka_properties(cfg, data))
         log4j.write_text(KAFKA_LOG4J2)
+        private_dir(data)
         if not (data / "meta.properties").exists():
             format_kafka_storage(jvm, props, data, new_cluster_id())
 
@@ -164,7 +172,7 @@ def minio_service(cfg: Config, installed: Installed) -> Service:
         return _http_ok(f"http://{host}:{m.port}/minio/health/live") is not None
 
     def prepare() -> dict[str, str]:
-        (home / "data").mkdir(parents=True, exist_ok=True)
+        private_dir(home / "data")
         key, secret = cfg.s3_credentials()
         return {"MINIO_ROOT_USER": key, "MINIO_ROOT_PASSWORD": secret}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -72,3 +73,60 @@ def test_second_stack_on_taken_ports_names_the_port(cfg, tmp_path: Path) -> None
         clash.up()
     assert f"port 127.0.0.1:{cfg.stack.kafka.port} is already in use" in str(err.value)
     assert "--free-ports" in str(err.value)
+
+
+def test_kafka_and_minio_data_folders_are_private(cfg) -> None:
+    for folder in (cfg.stack.state_dir / "kafka" / "data", cfg.stack.state_dir / "minio" / "data"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(") ", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        found.add(p)
+        todo.extend(children.get(p, []))
+    return found
+
+
+def _listening(pids: set[int]) -> list[tuple[int, str, int]]:
+    """(pid, address, port) of every TCP socket in LISTEN state that one of ``pids`` holds."""
+    import socket
+
+    inodes: dict[str, tuple[str, int]] = {}
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            hex_addr, hex_port = fields[1].split(":")
+            raw = bytes.fromhex(hex_addr)
+            # /proc prints each 32-bit word in host (little-endian) order
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            inodes[fields[9]] = (socket.inet_ntop(family, raw), int(hex_port, 16))
+    found = []
+    for pid in pids:
+        try:
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+        found += [(pid, *inodes[link[8:-1]]) for link in links
+                  if link.startswith("socket:[") and link[8:-1] in inodes]
+    return found
+
+
+def test_every_socket_of_the_stack_and_a_local_driver_listens_on_loopback_only(stack, spark) -> None:
+    pids = set().union(*(_descendants(s.pid()) for s in stack.core_services()))
+    pids |= _descendants(os.getpid())  # this process's Spark driver JVM and Python workers
+    sockets = _listening(pids)
+    assert any(port == stack.cfg.stack.kafka.port for _, _, port in sockets), sockets
+    open_to_all = [s for s in sockets if s[1] not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")]
+    assert not open_to_all, f"listening beyond loopback (pid, address, port): {open_to_all}"

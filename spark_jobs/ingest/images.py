@@ -6,11 +6,13 @@ is imported inside, on the workers. Any exception from a decoder ends as CORRUPT
 only; a batch never fails because of one image.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: arrow_udf reads the UDF's type hints, and
+# string annotations fail with UNSUPPORTED_SIGNATURE.
 
 import base64
 import binascii
 import io
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,7 +83,9 @@ def inspect_one(
     except Image.DecompressionBombError as exc:  # Pillow's own header check, far above ours
         return reject(Reason.IMAGE_TOO_LARGE, f"over {limits.max_pixels} pixels by its header ({exc})")
     except Exception as exc:  # any decoder failure is this record's problem only
-        return reject(Reason.CORRUPT_IMAGE, f"{fmt} does not decode: {type(exc).__name__}: {exc}")
+        # Pillow names the buffer by its address; drop it so a replay gives the same detail.
+        why = re.sub(r" object at 0x[0-9a-f]+", "", str(exc))
+        return reject(Reason.CORRUPT_IMAGE, f"{fmt} does not decode: {type(exc).__name__}: {why}")
     return {"reason": None, "detail": None, "png": png, **orig}
 
 

@@ -8,12 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from dlpipe.core.process import wait_until
 from dlpipe.produce.producer import produce
 from dlpipe.produce.records import BAD_KINDS
 from dlpipe.produce.sources import digits
@@ -110,8 +112,10 @@ def test_sigkill_during_continuous_ingest_loses_and_duplicates_nothing(cfg, test
     for round_ in range(3):
         send(cfg, log, count=1500, start=round_ * 1500, bad_fraction=0.02, duplicate_fraction=0.02)
         total += 1500
-        driver = subprocess.Popen([exe, "ingest", *sets], env=test_env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        marker = f"kill-{uuid.uuid4().hex}"
+        driver = subprocess.Popen([exe, "ingest", *sets], env={**test_env, "DLPIPE_TEST_RUN": marker},
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  start_new_session=True)
         seen = 0
         deadline = time.monotonic() + 240
         assert driver.stdout is not None
@@ -123,6 +127,8 @@ def test_sigkill_during_continuous_ingest_loses_and_duplicates_nothing(cfg, test
             assert time.monotonic() < deadline, "no micro-batch within 240 s"
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait(30)
+        # No process of that driver (JVM, PySpark daemon and workers) outlives it.
+        assert wait_until(lambda m=marker: not processes_with(m), 20), processes_with(marker)
     # A final catch-up run; then the tables must hold each id exactly once.
     out = subprocess.run([exe, "ingest", "--once", *sets], env=test_env, capture_output=True,
                          text=True, timeout=600)
@@ -139,3 +145,16 @@ def test_sigkill_during_continuous_ingest_loses_and_duplicates_nothing(cfg, test
     batches = delta_rows(cfg, cfg.tables.ingest_batches, ["batch_id", "rows_in"])
     assert sum(b["rows_in"] for b in batches) == total
     assert len({b["batch_id"] for b in batches}) == len(batches)
+
+
+def processes_with(marker: str) -> list[str]:
+    """pid and command of every live process whose environment carries ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry.name.isdigit() and marker.encode() in (entry / "environ").read_bytes()
+                    and (entry / "stat").read_text().rsplit(") ", 1)[1][0] != "Z"):
+                found.append(f"{entry.name}: {(entry / 'cmdline').read_bytes()[:120]!r}")
+        except OSError:
+            continue
+    return found

@@ -1,13 +1,11 @@
 """Typed pipeline config: ``conf/pipeline.yaml`` < running stack < environment < CLI flags.
 
 The layers are merged and validated once into frozen pydantic models, so a typo or a wrong
-type fails at start-up with the key's dotted name and the setting that fixes it, not deep in a
-Spark job. Secrets never live in the config: it names the environment variables holding them.
-
-Plain pydantic, not pydantic-settings: its sources fit none of our layers (aliases outside the
-``DLPIPE__`` prefix, map keys with dots, YAML env values, an ``environ`` argument, the ports in
-a ``stack.json`` whose state_dir a higher layer may move), so they would be subclassed until
-little is left; and a ``BaseSettings`` re-reads ``os.environ`` whenever it is validated.
+type fails at start-up with the key's dotted name and the setting that fixes it. Secrets never
+live in the config: it names the environment variables holding them. Plain pydantic, not
+pydantic-settings: its sources fit none of our layers (aliases outside ``DLPIPE__``, map keys
+with dots, YAML env values, an ``environ`` argument, ports in a movable ``stack.json``), and a
+``BaseSettings`` re-reads ``os.environ`` whenever it is validated.
 """
 
 from __future__ import annotations
@@ -199,8 +197,16 @@ class ServingConfig(_Section):
     max_instances: int = 256              # per request
     max_image_bytes: int = 1_048_576
     max_image_pixels: int = 4_194_304
+    max_request_pixels: int = 16_777_216  # all images of one request, from their headers
+    max_tensor_elements: int = 4_194_304  # per gRPC tensor, from its declared shape
+    max_tensor_bytes: int = 16_777_216
+    max_concurrent_requests: int = 64     # per protocol; more get 429 / RESOURCE_EXHAUSTED
+    max_queued_examples: int = 1024       # per batcher; more get 503 / UNAVAILABLE
+    request_timeout_s: float = 10.0       # deadline; unanswered by then: 503 / UNAVAILABLE
     batch_max_size: int = 64              # server-side batching across requests
     batch_timeout_ms: float = 2.0
+    load_retry_max_s: float = 300.0       # a failed load is retried, backing off up to this
+    keep_versions: int = 2                # local copies kept per model
 
 
 class ScoringConfig(_Section):

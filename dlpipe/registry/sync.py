@@ -4,12 +4,15 @@ The folder is exactly what ``tensorflow_model_server --model_base_path=<dest>/<m
 watches: ``<dest>/<model>/<version>/saved_model.pb, variables/, ...``. A version is
 downloaded into ``<dest>/<model>/.incoming-<version>-<id>/`` (a name TF Serving and
 ``dlpipe serve`` ignore because it is not a number), checked against the listing, and only
-then renamed to ``<version>/``: a reader never sees half a model. ``dlpipe serve`` and the
-Kubernetes storage initializer (``dlpipe models sync``) both use it.
+then renamed to ``<version>/``: a reader never sees half a model. The copy records the
+store's listing (sizes and ETags) it came from and is used again only while the store still
+lists exactly that, so a republished version number never serves an old copy. ``dlpipe
+serve`` and the Kubernetes storage initializer (``dlpipe models sync``) both use it.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 import uuid
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 INCOMING = ".incoming-"
+RECORD = ".dlpipe-sync.json"   # in a local copy: the store listing it was copied from
 
 
 class ModelSyncError(DlpipeError):
@@ -51,44 +55,85 @@ def local_versions(dest: Path, model: str) -> list[int]:
 
 def download_version(client: S3Client, bucket: str, model: str, version: int, dest: Path, *,
                      threads: int = 8) -> Path:
-    """``s3://bucket/model/version/`` -> ``dest/model/version/``; a no-op when already there."""
+    """``s3://bucket/model/version/`` -> ``dest/model/version/``, unless a verified copy is there."""
+    return fetch_version(client, bucket, model, version, dest, threads=threads)[0]
+
+
+def fetch_version(client: S3Client, bucket: str, model: str, version: int, dest: Path, *,
+                  threads: int = 8) -> tuple[Path, bool]:
+    """The local copy of a version and whether it was (re)downloaded.
+
+    A local copy is used only if the store's listing (every file's size and ETag) is the one
+    recorded in the copy's ``.dlpipe-sync.json`` and its files have those sizes: a store that
+    was wiped and published a different version 1 replaces the old copy of 1.
+    """
     final = dest / model / str(version)
-    if final.is_dir():
-        return final
-    info = read_info(client, bucket, model, version)
-    if info is None:
+    if read_info(client, bucket, model, version) is None:
         raise ModelSyncError(
             f"s3://{bucket}/{model}/{version}/ is not a complete model version (no {MARKER})",
             fix="wait for its training to finish publishing, or pick a complete version "
                 "(`dlpipe models list`)")
     prefix = f"{model}/{version}/"
-    objects = [(o["Key"], o["Size"]) for page in client.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=prefix) for o in page.get("Contents", [])]
-    if not any(key == prefix + "saved_model.pb" for key, _ in objects):
+    listing = {o["Key"][len(prefix):]: [o["Size"], o["ETag"].strip('"')]
+               for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+               for o in page.get("Contents", []) if o["Key"] != prefix + RECORD}
+    if "saved_model.pb" not in listing:
         raise ModelSyncError(f"s3://{bucket}/{prefix} has a marker but no saved_model.pb",
                              fix="the version is damaged: publish the model again")
+    if final.is_dir() and _verified(final, listing):
+        return final, False
     incoming = dest / model / f"{INCOMING}{version}-{uuid.uuid4().hex[:8]}"
+    stale = incoming.with_name(incoming.name + "-stale")
     try:
-        def fetch(item: tuple[str, int]) -> None:
-            key, size = item
-            target = incoming / key[len(prefix):]
+        def fetch(name: str) -> None:
+            target = incoming / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(bucket, key, str(target))
-            if target.stat().st_size != size:
-                raise ModelSyncError(f"s3://{bucket}/{key}: got {target.stat().st_size} bytes, "
-                                     f"the store lists {size}", fix="retry; the store may be busy")
+            client.download_file(bucket, prefix + name, str(target))
+            if target.stat().st_size != listing[name][0]:
+                raise ModelSyncError(f"s3://{bucket}/{prefix}{name}: got {target.stat().st_size} "
+                                     f"bytes, the store lists {listing[name][0]}",
+                                     fix="retry; the store may be busy")
 
         incoming.mkdir(parents=True)
         with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(fetch, objects))
+            list(pool.map(fetch, listing))
+        (incoming / RECORD).write_text(json.dumps({"files": listing}, indent=1, sort_keys=True))
+        if final.is_dir() and not _verified(final, listing):
+            final.rename(stale)  # a stale copy: out of the way first (never half a model)
         try:
             incoming.rename(final)
         except OSError:
-            if not final.is_dir():  # another process renamed the same version first: fine
+            if not _verified(final, listing):  # unless another process put the same copy first
                 raise
     finally:
         shutil.rmtree(incoming, ignore_errors=True)
-    return final
+        shutil.rmtree(stale, ignore_errors=True)
+    return final, True
+
+
+def _verified(local: Path, listing: dict[str, list]) -> bool:
+    """Whether ``local`` was copied from exactly ``listing`` and still has every file."""
+    try:
+        recorded = json.loads((local / RECORD).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # no record (an older copy) or a damaged one
+    return recorded == listing and all(
+        (local / name).is_file() and (local / name).stat().st_size == size
+        for name, (size, _) in listing.items())
+
+
+def prune_versions(dest: Path, model: str, *, current: int, keep: int,
+                   protect: Iterable[int] = ()) -> list[int]:
+    """Remove local versions above ``current`` (a withdrawn promotion: TF Serving serves the
+    highest number it finds) and all but the ``keep`` newest up to it; never ``protect``ed
+    ones. Returns the removed versions."""
+    local = local_versions(dest, model)
+    kept = sorted((v for v in local if v <= current), reverse=True)[:max(keep, 1)]
+    removed = [v for v in local if v not in kept and v not in set(protect) | {current}]
+    for old in removed:
+        shutil.rmtree(dest / model / str(old), ignore_errors=True)
+    _remove_stale_incoming(dest / model)
+    return removed
 
 
 def sync_model(client: S3Client, bucket: str, model: str, dest: Path, *, keep: int = 2) -> SyncResult:
@@ -96,17 +141,8 @@ def sync_model(client: S3Client, bucket: str, model: str, dest: Path, *, keep: i
     version = serving_version(client, bucket, model)
     if version is None:
         return SyncResult(model, None, False)
-    downloaded = not (dest / model / str(version)).is_dir()
-    download_version(client, bucket, model, version, dest)
-    removed = []
-    for old in local_versions(dest, model):
-        newer = [v for v in local_versions(dest, model) if v > old]
-        if old > version or len(newer) >= keep:
-            # Above the promoted one (it was withdrawn) or too old: TF Serving serves the
-            # highest number it finds, so nothing unpromoted may stay.
-            shutil.rmtree(dest / model / str(old), ignore_errors=True)
-            removed.append(old)
-    _remove_stale_incoming(dest / model)
+    _, downloaded = fetch_version(client, bucket, model, version, dest)
+    removed = prune_versions(dest, model, current=version, keep=keep)
     return SyncResult(model, version, downloaded, tuple(removed))
 
 

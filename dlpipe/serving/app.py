@@ -1,20 +1,22 @@
 """The HTTP routes: TensorFlow Serving's REST API, health, readiness and metrics (FastAPI).
 
-Route handlers stay thin: read the body within its limit, hand it to ``predict.Predictor``
-(lookup, checks, batching and metrics, shared with gRPC), format the answer with
-``protocol``. Every client error is a JSON ``{"error": ...}`` with a 4xx status; nothing a
-client sends can make the server fail.
+Route handlers stay thin: read the body within its limit and the request's deadline, hand
+it to ``predict.Predictor`` (admission, lookup, checks, batching and metrics, shared with
+gRPC), drop the work if the client disconnects, format the answer with ``protocol``. Every
+error is a JSON ``{"error": ...}``: 4xx for the client's, 429/503 (with ``Retry-After``) when
+load is shed, 500 for a server fault; nothing a client sends can make the server fail.
 """
 
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+import time
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 from dlpipe.core.config import Config
 from dlpipe.serving.metrics import Metrics
-from dlpipe.serving.predict import Predictor
+from dlpipe.serving.predict import GONE, Predictor
 from dlpipe.serving.protocol import RequestError, format_predict
 from dlpipe.serving.registry import ModelRegistry
 
@@ -22,6 +24,7 @@ from dlpipe.serving.registry import ModelRegistry
 # definition time, and `Request`/`Response` are imported inside the functions that add routes
 # (FastAPI is only needed once a server starts).
 JSON = "application/json"
+T = TypeVar("T")
 INFO_KEYS = ("classes", "image", "test_accuracy", "dataset", "delta_version", "run_id", "created_at")
 
 
@@ -71,27 +74,61 @@ def _answer(body: Any, status: int = 200) -> Any:
 
 
 def _error(exc: RequestError) -> Any:
-    return _answer({"error": str(exc)}, exc.status)
+    response = _answer({"error": str(exc)}, exc.status)
+    if exc.status in (429, 503):  # load shed: the client may retry
+        response.headers["retry-after"] = "1"
+    elif exc.status == 408:  # the rest of a slow body is not worth waiting for
+        response.headers["connection"] = "close"
+    return response
 
 
-async def _read_body(request: Any, max_bytes: int) -> Any:
-    """The JSON body, refused (413) as soon as it is known to be over the limit."""
+async def _read_body(request: Any, max_bytes: int, deadline: float) -> Any:
+    """The JSON body, refused (413) as soon as it is known to be over the limit, and (408)
+    when it has not arrived by ``deadline``: a slow client cannot hold a slot forever."""
     import orjson
 
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise RequestError(f"request body of {int(declared):,} bytes; the limit is "
                            f"{max_bytes:,}", status=413)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise RequestError(f"request body over the limit of {max_bytes:,} bytes", status=413)
-        chunks.append(chunk)
+
+    async def read() -> bytes:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise RequestError(f"request body over the limit of {max_bytes:,} bytes",
+                                   status=413)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     try:
-        return orjson.loads(b"".join(chunks))
+        data = await asyncio.wait_for(read(), max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        raise RequestError("the request body did not arrive within the deadline", status=408) from None
+    try:
+        return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise RequestError(f"malformed JSON: {exc}") from None
+
+
+async def _unless_gone(request: Any, work: Awaitable[T]) -> T:
+    """``work``, cancelled (its queued work dropped) if the client disconnects first."""
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    task, watch = asyncio.ensure_future(work), asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not task.done():
+            task.cancel()
+    if task.done() and not task.cancelled():
+        return task.result()
+    raise RequestError("the client closed the request", status=GONE)
 
 
 def _add_predict_routes(app: Any, predictor: Predictor, *, max_body_bytes: int) -> None:
@@ -101,8 +138,11 @@ def _add_predict_routes(app: Any, predictor: Predictor, *, max_body_bytes: int) 
     async def predict(request: Request, name: str, version: str | None) -> Response:
         try:
             with predictor.counted(name):
-                body = await _read_body(request, max_body_bytes)
-                done = await predictor.predict(name, version, predictor.json_body(body))
+                deadline = predictor.deadline()
+                body = await _read_body(request, max_body_bytes, deadline)
+                done = await _unless_gone(request, predictor.predict(
+                    name, version, predictor.json_body(body), deadline=deadline,
+                    gone=request.is_disconnected))
                 response = _answer(format_predict(done.outputs, row_format=done.request.row_format))
                 response.headers["x-model-version"] = str(done.servable.version)
                 return response

@@ -10,7 +10,9 @@ from dlpipe.serving.predict import Prediction, Predictor
 from dlpipe.serving.protocol import RequestError
 from dlpipe.serving.registry import ModelRegistry
 
-_CODES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 413: "RESOURCE_EXHAUSTED"}
+_CODES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED",
+          413: "RESOURCE_EXHAUSTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
+          500: "INTERNAL", 503: "UNAVAILABLE"}
 
 
 async def start_grpc(registry: ModelRegistry, *, host: str, port: int) -> Any:
@@ -18,7 +20,9 @@ async def start_grpc(registry: ModelRegistry, *, host: str, port: int) -> Any:
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
     limits = registry.cfg.serving
-    server = grpc.aio.server(options=[
+    # RPCs over the limit are refused by gRPC itself (RESOURCE_EXHAUSTED) before a handler
+    # runs; the predictor counts Predict calls against the same limit.
+    server = grpc.aio.server(maximum_concurrent_rpcs=limits.max_concurrent_requests, options=[
         ("grpc.max_receive_message_length", limits.max_body_bytes),
         ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ])
@@ -51,19 +55,17 @@ def _prediction_service(registry: ModelRegistry) -> Any:
 
     class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         async def Predict(self, request: Any, context: Any) -> Any:  # gRPC names it
-            import tensorflow as tf
-
-            def arrays() -> dict[str, Any]:
-                try:
-                    return {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-                except Exception as exc:  # a malformed TensorProto
-                    raise RequestError(f"malformed input tensor: {exc}") from None
+            async def gone() -> bool:
+                return bool(context.cancelled() or context.done())
 
             spec = request.model_spec
             try:
                 with predictor.counted(spec.name):
-                    done = await predictor.predict(spec.name, _version(spec),
-                                                   predictor.tensors(spec.signature_name, arrays))
+                    deadline = predictor.deadline(context.time_remaining())
+                    done = await predictor.predict(
+                        spec.name, _version(spec), predictor.tensors(spec.signature_name,
+                                                                     request.inputs),
+                        deadline=deadline, gone=gone)
                     return _predict_response(predict_pb2.PredictResponse(), done)
             except RequestError as exc:
                 await _abort(context, exc)

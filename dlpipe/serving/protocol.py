@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,8 @@ from dlpipe.serving.servable import DTYPES, Signature, TensorSpec
 
 
 class RequestError(Exception):
-    """A client error: the HTTP status and the message for ``{"error": ...}``."""
+    """A request that is not answered with a prediction: the HTTP status (4xx the client's
+    error, 429/503 load shed, 500 a server fault) and the message for ``{"error": ...}``."""
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
@@ -35,10 +36,11 @@ class PredictRequest:
     inputs: dict[str, np.ndarray]
     row_format: bool
     batch_size: int
+    pixels: int = 0     # decoded pixels of its images, from their headers
 
 
 def parse_predict(body: Any, signatures: Mapping[str, Signature], *, max_instances: int,
-                  check_bytes: Callable[[bytes, str], None] | None = None) -> PredictRequest:
+                  check_bytes: Callable[[bytes, str], object] | None = None) -> PredictRequest:
     """A decoded JSON body -> validated input arrays for one signature.
 
     ``check_bytes(value, where)`` is called on every bytes value (the image checks).
@@ -89,7 +91,7 @@ def pick_signature(signatures: Mapping[str, Signature], name: Any) -> Signature:
 
 
 def check_arrays(arrays: Mapping[str, np.ndarray], signature: Signature, *, max_instances: int,
-                 check_bytes: Callable[[bytes, str], None] | None = None) -> int:
+                 check_bytes: Callable[[bytes, str], object] | None = None) -> int:
     """Tensors that came typed (gRPC) pass the same checks as JSON ones; returns the batch size."""
     missing, extra = set(signature.inputs) - set(arrays), set(arrays) - set(signature.inputs)
     if missing or extra:
@@ -154,7 +156,7 @@ def _columnar(inputs: Any, signature: Signature) -> dict[str, Any]:
 
 
 def _to_array(values: list[Any], spec: TensorSpec, key: str,
-              check_bytes: Callable[[bytes, str], None] | None) -> np.ndarray:
+              check_bytes: Callable[[bytes, str], object] | None) -> np.ndarray:
     if spec.dtype == "string":
         out = np.empty(len(values), dtype=object)
         for i, value in enumerate(values):
@@ -167,11 +169,11 @@ def _to_array(values: list[Any], spec: TensorSpec, key: str,
         array = np.asarray(values, dtype=DTYPES[spec.dtype][1])
     except (TypeError, ValueError):
         raise RequestError(f"input {key!r} must be {DTYPES[spec.dtype][0]} numbers in nested "
-                           f"lists of shape {_shape(spec.shape)}") from None
+                           f"lists of shape {format_shape(spec.shape)}") from None
     if array.ndim != len(spec.shape) or any(
             want is not None and got != want for got, want in zip(array.shape, spec.shape, strict=True)):
-        raise RequestError(f"input {key!r} has shape {_shape(array.shape)}; the signature takes "
-                           f"{_shape(spec.shape)}")
+        raise RequestError(f"input {key!r} has shape {format_shape(array.shape)}; the signature "
+                           f"takes {format_shape(spec.shape)}")
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         raise RequestError(f"input {key!r} has NaN or infinite values")
     return array
@@ -190,7 +192,7 @@ def _bytes(value: Any, where: str) -> bytes:
     raise RequestError(f"{where}: expected a string or {{\"b64\": ...}}, got {type(value).__name__}")
 
 
-def _shape(shape: tuple[int | None, ...]) -> str:
+def format_shape(shape: Sequence[int | None]) -> str:
     return "[" + ", ".join("-1" if d is None else str(d) for d in shape) + "]"
 
 

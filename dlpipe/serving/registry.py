@@ -3,8 +3,12 @@
 A poll asks the model store for each model's newest promoted version. A version that is not
 live yet is copied to the local model folder (atomically, see ``dlpipe.registry.sync``),
 loaded and warmed up while the old one keeps answering; then one assignment makes it live.
-Requests that already hold the old version finish on it. A version that fails to load is
-reported once and skipped until a newer one is promoted; the old one stays live.
+Requests that already hold the old version finish on it. A version that fails to load (a
+store outage looks the same as a damaged copy) is reported, counted and tried again at later
+polls, backing off from ``poll_interval_s`` to ``load_retry_max_s``; the old one stays live.
+A version republished under the same number (a wiped store) is loaded again: the marker the
+store shows is compared with the live one's, and the local copy is verified against the
+store (``dlpipe.registry.sync``). After a swap, local copies beyond ``keep_versions`` go.
 
 Model names and versions from requests are only ever looked up here, in memory: they never
 become paths. Paths come from the configured model names and the store's version numbers.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,15 @@ from dlpipe.serving.servable import Servable, load_servable
 
 log = logging.getLogger("dlpipe.serve")
 RETIRE_AFTER_S = 60.0   # a replaced version's batchers close this long after the swap
+
+
+@dataclass
+class _Failure:
+    version: int
+    info: dict[str, Any]
+    attempts: int
+    retry_at: float      # time.monotonic()
+    error: str
 
 
 @dataclass(frozen=True)
@@ -45,8 +59,8 @@ class ModelRegistry:
         self._client = client
         self._live: dict[str, Servable] = {}
         self._loading: dict[str, int] = {}
-        self._failed: dict[str, dict[int, str]] = {m: {} for m in self.models}
-        self._batchers: dict[tuple[str, int, str], Batcher] = {}
+        self._failed: dict[str, _Failure] = {}
+        self._batchers: dict[tuple[int, str], Batcher] = {}  # (id of the servable, signature)
         for m in self.models:
             metrics.loaded_version.labels(m).set(0)
 
@@ -76,12 +90,12 @@ class ModelRegistry:
         return out
 
     def batcher(self, servable: Servable, signature: str) -> Batcher:
-        key = (servable.model, servable.version, signature)
+        key, limits = (id(servable), signature), self.cfg.serving
         if key not in self._batchers:
             self._batchers[key] = Batcher(
                 lambda inputs: servable.run(signature, inputs),
-                max_size=self.cfg.serving.batch_max_size,
-                timeout_ms=self.cfg.serving.batch_timeout_ms,
+                max_size=limits.batch_max_size, timeout_ms=limits.batch_timeout_ms,
+                max_queued=limits.max_queued_examples, max_cost=limits.max_request_pixels,
                 on_batch=self.metrics.batch_size.observe)
         return self._batchers[key]
 
@@ -97,28 +111,50 @@ class ModelRegistry:
     async def refresh(self) -> None:
         loop = asyncio.get_running_loop()
         for model in self.models:
-            version = await loop.run_in_executor(None, self._promoted, model)
-            live = self._live.get(model)
-            if version is None or (live and live.version == version) or version in self._failed[model]:
+            promoted = await loop.run_in_executor(None, self._promoted, model)
+            if promoted is None or not self._due(model, *promoted):
                 continue
+            version, info = promoted
+            live = self._live.get(model)
             self._loading[model] = version
             try:
                 servable = await loop.run_in_executor(None, self._load, model, version)
-            except Exception as exc:  # reported, old version keeps serving
-                self._failed[model][version] = str(exc)
-                self.metrics.loads.labels(model, "failed").inc()
-                log.error("could not load %s version %s (still serving %s): %s", model, version,
-                          live.version if live else "nothing", exc)
+            except Exception as exc:  # reported, retried later; the old version keeps serving
+                self._failed_to_load(model, version, info, exc)
                 continue
             finally:
                 self._loading.pop(model, None)
+            self._failed.pop(model, None)
             self._live[model] = servable
             self.metrics.loads.labels(model, "loaded").inc()
             self.metrics.loaded_version.labels(model).set(version)
             log.info("serving %s version %s%s", model, version,
                      f" (was {live.version})" if live else "")
             if live is not None:
-                loop.call_later(RETIRE_AFTER_S, self._retire, model, live.version)
+                loop.call_later(RETIRE_AFTER_S, self._retire, live)
+            await loop.run_in_executor(None, self._prune, model, version,
+                                       live.version if live else version)
+
+    def _due(self, model: str, version: int, info: dict[str, Any]) -> bool:
+        """Whether the promoted ``version`` (with marker ``info``) should be loaded now: it
+        is not the live one (or was republished), and is not waiting out a failure's backoff."""
+        live = self._live.get(model)
+        if live is not None and live.version == version and live.info == info:
+            return False
+        failed = self._failed.get(model)
+        return not (failed and (failed.version, failed.info) == (version, info)
+                    and time.monotonic() < failed.retry_at)
+
+    def _failed_to_load(self, model: str, version: int, info: dict[str, Any], exc: Exception) -> None:
+        failed = self._failed.get(model)
+        attempts = failed.attempts + 1 if failed and (failed.version, failed.info) == (version, info) else 1
+        wait = min(self.cfg.serving.poll_interval_s * 2 ** (attempts - 1),
+                   self.cfg.serving.load_retry_max_s)
+        self._failed[model] = _Failure(version, info, attempts, time.monotonic() + wait, str(exc))
+        self.metrics.loads.labels(model, "failed").inc()
+        live = self._live.get(model)
+        log.error("could not load %s version %s (attempt %d, next in %.0fs; still serving %s): %s",
+                  model, version, attempts, wait, live.version if live else "nothing", exc)
 
     def _client_(self) -> Any:
         if self._client is None:
@@ -127,10 +163,14 @@ class ModelRegistry:
             self._client = s3_client(self.cfg)
         return self._client
 
-    def _promoted(self, model: str) -> int | None:
-        from dlpipe.registry.store import serving_version
+    def _promoted(self, model: str) -> tuple[int, dict[str, Any]] | None:
+        """The newest promoted version and its marker (the store's ``dlpipe-model.json``)."""
+        from dlpipe.registry.store import complete_versions
 
-        return serving_version(self._client_(), self.cfg.buckets.models, model)
+        promoted = [i for i in complete_versions(self._client_(), self.cfg.buckets.models, model)
+                    if i.get("promoted")]
+        best = max(promoted, key=lambda i: i["version"], default=None)
+        return None if best is None else (best["version"], best)
 
     def _load(self, model: str, version: int) -> Servable:
         from dlpipe.registry.sync import download_version
@@ -139,8 +179,16 @@ class ModelRegistry:
                                 self.model_dir)
         return load_servable(path, model=model, version=version)
 
-    def _retire(self, model: str, version: int) -> None:
-        for key in [k for k in self._batchers if k[:2] == (model, version)]:
+    def _prune(self, model: str, version: int, previous: int) -> None:
+        from dlpipe.registry.sync import prune_versions
+
+        removed = prune_versions(self.model_dir, model, current=version,
+                                 keep=self.cfg.serving.keep_versions, protect=[previous])
+        if removed:
+            log.info("removed local copies of %s versions %s", model, removed)
+
+    def _retire(self, servable: Servable) -> None:
+        for key in [k for k in self._batchers if k[0] == id(servable)]:
             self._batchers.pop(key).close()
 
     def close(self) -> None:

@@ -46,8 +46,11 @@ async def serve(cfg: Config) -> None:
     from dlpipe.serving.app import create_app
 
     app = create_app(cfg)
+    # A backstop under the app's own limits: connections (idle keep-alive ones included)
+    # and tasks beyond this get uvicorn's plain 503, so no client can grow memory unbounded.
     config = uvicorn.Config(app, host=cfg.serving.host, port=cfg.serving.port, loop="uvloop",
                             http="httptools", access_log=False, log_level="info",
+                            limit_concurrency=4 * cfg.serving.max_concurrent_requests,
                             timeout_graceful_shutdown=20)
     server = uvicorn.Server(config)
     grpc_server = None

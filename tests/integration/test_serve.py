@@ -25,7 +25,8 @@ from tests.helpers import read_delta_with_delta_rs
 
 pytestmark = pytest.mark.integration
 LIMITS = {"serving.max_body_bytes": 200_000, "serving.max_instances": 16,
-          "serving.max_image_bytes": 20_000, "serving.max_image_pixels": 10_000}
+          "serving.max_image_bytes": 20_000, "serving.max_image_pixels": 10_000,
+          "serving.max_request_pixels": 30_000}
 
 
 def png(size: tuple[int, int] = (8, 8), value: int = 128) -> bytes:
@@ -43,6 +44,18 @@ def noisy_png() -> bytes:
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (8, 8), dtype=np.uint8)).save(
         buffer, format="PNG")
     return buffer.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A valid PNG declaring ``width`` x ``height`` in a few dozen bytes (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
 
 
 def b64(data: bytes) -> dict[str, str]:
@@ -148,6 +161,10 @@ BAD = {
                               "the limit is 20,000"),
     "oversized image pixels": (json.dumps({"instances": [b64(png((200, 200)))]}).encode(), 413,
                                "200x200 pixels"),
+    "past Pillow's own bomb limit": (json.dumps({"instances": [b64(png_header(20_000, 20_000))]}
+                                                ).encode(), 413, "20000x20000 pixels"),
+    "request pixel budget": (json.dumps({"instances": [b64(png((90, 90)))] * 4}).encode(), 413,
+                             "image_bytes[3]: the request's images have over 30,000 pixels"),
     "too many instances": (json.dumps({"instances": [b64(png())] * 17}).encode(), 413,
                            "the limit is 16"),
     "wrong shape": (json.dumps({"signature_name": "serving_pixels",
@@ -227,6 +244,59 @@ def test_grpc_prediction_service_matches_rest(server, samples):
     assert [s.version for s in status.model_version_status] == [1]
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "not a PNG or JPEG" in bad.value.details()
+
+
+def _memory_kb(pid: int) -> dict[str, int]:
+    fields = (line.split(":") for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return {k: int(v.split()[0]) for k, v in fields if k in ("VmRSS", "VmHWM")}
+
+
+def _tensor(dims: list[int], dtype: str = "DT_FLOAT", **fields):
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d)
+                                                   for d in dims])
+    return tensor_pb2.TensorProto(dtype=types_pb2.DataType.Value(dtype), tensor_shape=shape, **fields)
+
+
+def test_grpc_tensor_bombs_are_refused_by_their_declared_shape(server):
+    """A few dozen bytes declaring a huge shape: refused before TensorFlow expands it, so the
+    server's peak RSS does not move; sizes over a limit are RESOURCE_EXHAUSTED, content that
+    does not match its shape INVALID_ARGUMENT; image limits hold over gRPC too."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    pixels = ("serving_pixels", "pixels")
+    cases = [
+        (pixels, _tensor([256, 10**9], float_val=[0.5]), "RESOURCE_EXHAUSTED", "examples"),
+        (pixels, _tensor([16, 1024, 1024, 1], float_val=[0.5]), "RESOURCE_EXHAUSTED", "elements"),
+        (pixels, _tensor([8, 8, 8, 1], tensor_content=b"\0" * 12), "INVALID_ARGUMENT",
+         "tensor_content has 12 bytes"),
+        (pixels, _tensor([2, 8, 8, 1], float_val=[0.5] * 200), "INVALID_ARGUMENT", "200 values"),
+        (pixels, _tensor([2, 64, 64, 1], float_val=[0.5]), "INVALID_ARGUMENT", "has shape"),
+        (("", "image_bytes"), _tensor([10**9], "DT_STRING", string_val=[png()]),
+         "RESOURCE_EXHAUSTED", "examples"),
+        (("", "image_bytes"), _tensor([1], "DT_STRING", string_val=[png_header(20_000, 20_000)]),
+         "RESOURCE_EXHAUSTED", "20000x20000 pixels"),
+        (("", "image_bytes"), _tensor([4], "DT_STRING", string_val=[png((90, 90))]),
+         "RESOURCE_EXHAUSTED", "over 30,000 pixels"),
+    ]
+    pid = server["proc"].pid
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # peak RSS (VmHWM) := current RSS
+    before = _memory_kb(pid)
+    with grpc.insecure_channel(server["grpc"]) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for (signature, key), tensor, code, message in cases:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name, request.model_spec.signature_name = server["name"], signature
+            request.inputs[key].CopyFrom(tensor)
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Predict(request, timeout=20)
+            assert (err.value.code().name, message in err.value.details()) == (code, True), \
+                err.value.details()
+    after = _memory_kb(pid)
+    assert after["VmHWM"] - before["VmRSS"] < 100_000, (before, after)  # KiB: under 100 MB
+    assert server["proc"].poll() is None
 
 
 def _republish(server, tmp_path: Path, *, promoted: bool) -> int:

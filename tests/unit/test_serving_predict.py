@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from dlpipe.core.config import ServingConfig
 from dlpipe.serving.metrics import Metrics
 from dlpipe.serving.predict import Predictor
 from dlpipe.serving.protocol import RequestError
@@ -21,21 +22,21 @@ DEFAULT = Signature("serving_default", {"x": TensorSpec("x", "float32", (None,))
 
 
 class Batcher:
-    def __init__(self, fail: bool) -> None:
+    def __init__(self, fail: BaseException | None) -> None:
         self.fail = fail
 
-    async def submit(self, inputs, size):
+    async def submit(self, inputs, size, *, cost, deadline):
         if self.fail:
-            raise ValueError("Input is bad\n  graph detail nobody should see")
+            raise self.fail
         return {"y": np.full(size, 7.0, np.float32)}
 
 
 class Registry:
     """The part of ``ModelRegistry`` the predict core uses: one model, version 3 loaded."""
 
-    def __init__(self, *, fail: bool = False) -> None:
-        self.cfg = SimpleNamespace(serving=SimpleNamespace(
-            max_instances=4, max_image_bytes=1000, max_image_pixels=100))
+    def __init__(self, *, fail: BaseException | None = None, **limits) -> None:
+        self.cfg = SimpleNamespace(serving=ServingConfig(**{
+            "max_instances": 4, "max_image_bytes": 1000, "max_image_pixels": 100, **limits}))
         self.models = ["m"]
         self.metrics = Metrics()
         self.servable = SimpleNamespace(model="m", version=3,
@@ -54,8 +55,14 @@ class Registry:
 def run(predictor: Predictor, model: str, parse) -> object:
     async def go():
         with predictor.counted(model):
-            return await predictor.predict(model, None, parse)
+            return await predictor.predict(model, None, parse, deadline=predictor.deadline())
     return asyncio.run(go())
+
+
+def protos(**arrays):
+    import tensorflow as tf
+
+    return {k: tf.make_tensor_proto(v) for k, v in arrays.items()}
 
 
 def count(registry: Registry, model: str, code: str, protocol: str = "rest") -> float:
@@ -78,20 +85,23 @@ def test_a_json_request_is_looked_up_checked_batched_and_counted():
 def test_typed_tensors_take_the_default_signature_and_the_same_checks():
     registry = Registry()
     predictor = Predictor(registry, protocol="grpc")
-    done = run(predictor, "m", predictor.tensors("", lambda: {"x": np.ones(3, np.float32)}))
+    done = run(predictor, "m", predictor.tensors("", protos(x=np.ones(3, np.float32))))
     assert done.request.signature == "serving_default" and not done.request.row_format
     with pytest.raises(RequestError, match="the limit is 4") as err:
-        run(predictor, "m", predictor.tensors("", lambda: {"x": np.ones(5, np.float32)}))
+        run(predictor, "m", predictor.tensors("", protos(x=np.ones(5, np.float32))))
     assert err.value.status == 413
     assert count(registry, "m", "200", "grpc") == 1 and count(registry, "m", "413", "grpc") == 1
 
 
 def test_an_unknown_signature_is_refused_before_the_tensors_are_converted():
-    converted = []
+    class Untouchable(dict):
+        def items(self):
+            raise AssertionError("tensors read before the signature was known")
+
     predictor = Predictor(Registry(), protocol="grpc")
     with pytest.raises(RequestError, match="signature_name 'nope' not found") as err:
-        run(predictor, "m", predictor.tensors("nope", lambda: converted.append(1) or {}))
-    assert err.value.status == 400 and converted == []
+        run(predictor, "m", predictor.tensors("nope", Untouchable()))
+    assert err.value.status == 400
 
 
 def test_an_unknown_model_is_a_404_counted_under_one_label():
@@ -104,14 +114,37 @@ def test_an_unknown_model_is_a_404_counted_under_one_label():
     assert count(registry, "_unknown", "404") == 2
 
 
-def test_a_model_failure_is_a_400_with_only_the_first_line():
-    registry = Registry(fail=True)
+def test_an_input_tensorflow_refuses_is_a_400_with_only_the_first_line():
+    import tensorflow as tf
+
+    registry = Registry(fail=tf.errors.InvalidArgumentError(
+        None, None, "Input is bad\n  graph detail nobody should see"))
     predictor = Predictor(registry, protocol="rest")
     with pytest.raises(RequestError) as err:
         run(predictor, "m", predictor.json_body({"instances": [1.0]}))
     assert err.value.status == 400
     assert str(err.value) == "the model could not process the input: Input is bad"
     assert count(registry, "m", "400") == 1
+
+
+@pytest.mark.parametrize("fault", [ValueError("a bug in a signature"), MemoryError(),
+                                   RuntimeError("NotFoundError: assets/vocab.txt")])
+def test_a_fault_of_the_model_or_server_is_a_500(fault):
+    registry = Registry(fail=fault)
+    predictor = Predictor(registry, protocol="grpc")
+    with pytest.raises(RequestError) as err:
+        run(predictor, "m", predictor.json_body({"instances": [1.0]}))
+    assert err.value.status == 500
+    assert count(registry, "m", "500", "grpc") == 1
+
+
+def test_an_unexpected_error_in_the_front_end_path_is_a_counted_500():
+    registry = Registry()
+    predictor = Predictor(registry, protocol="rest")
+    with pytest.raises(RequestError) as err:
+        run(predictor, "m", lambda servable: 1 / 0)
+    assert err.value.status == 500 and "ZeroDivisionError" in str(err.value)
+    assert count(registry, "m", "500") == 1
 
 
 def test_images_are_checked_by_the_configured_limits():
@@ -144,7 +177,7 @@ def test_the_rest_front_end_maps_the_core_to_http():
     from dlpipe.serving.app import create_app
 
     registry = AppRegistry()
-    cfg = SimpleNamespace(serving=SimpleNamespace(max_body_bytes=200))
+    cfg = SimpleNamespace(serving=ServingConfig(max_body_bytes=200))
     with TestClient(create_app(cfg, registry=registry, poll=False)) as client:
         ok = client.post("/v1/models/m:predict", json={"inputs": [1.0, 2.0]})
         assert ok.status_code == 200 and ok.json() == {"outputs": [7.0, 7.0]}

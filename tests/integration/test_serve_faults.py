@@ -1,0 +1,286 @@
+"""`dlpipe serve` under overload and faults (issue 16), as a real process on the real store.
+
+The served model is a probe: a SavedModel whose ``serving_default`` spins for the number of
+loop iterations written in one of its asset files and answers its tag as ``class_name``. The
+tests slow it down, break it (the asset removed from the local copy, or from the store), and
+republish other probes under the same version number.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dlpipe.core.config import with_overrides
+from dlpipe.core.process import free_ports
+from dlpipe.core.s3 import s3_client
+from dlpipe.registry.store import publish_model
+from dlpipe.registry.sync import download_version
+from dlpipe.serving.launch import running_server
+from tests.integration.test_serve import png
+
+pytestmark = pytest.mark.integration
+TIMEOUT_S = 3.0
+LIMITS = {"serving.max_concurrent_requests": 4, "serving.max_queued_examples": 2,
+          "serving.request_timeout_s": TIMEOUT_S, "serving.batch_max_size": 1,
+          "serving.poll_interval_s": 1, "serving.keep_versions": 2}
+BODY = {"instances": [{"b64": base64.b64encode(png()).decode()}]}
+
+
+def publish_probe(cfg, name: str, tag: str, tmp: Path) -> int:
+    import tensorflow as tf
+
+    work = tmp / f"{tag}-{uuid.uuid4().hex[:6]}" / "work.txt"
+    work.parent.mkdir(parents=True)
+    work.write_text("0")
+
+    class Probe(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.work = tf.saved_model.Asset(str(work))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def serve(self, image_bytes):
+            n = tf.strings.to_number(tf.strings.strip(tf.io.read_file(self.work)), tf.int32)
+            _, spun = tf.while_loop(lambda i, a: i < n, lambda i, a: (i + 1, a * 0.5 + 1.0), [0, 0.0])
+            batch = tf.shape(image_bytes)[0]
+            return {"probabilities": tf.fill([batch, 2], 0.5) + 0.0 * spun,
+                    "class_name": tf.fill([batch], tag)}
+
+    probe = Probe()
+    tf.saved_model.save(probe, str(work.parent / "model"), signatures={"serving_default": probe.serve})
+    return publish_model(s3_client(cfg), cfg.buckets.models, name, work.parent / "model", extras={},
+                         info={"promoted": True, "run_id": tag,
+                               "image": {"height": 8, "width": 8, "channels": 1}})
+
+
+def wipe(cfg, name: str) -> None:
+    client = s3_client(cfg)
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=cfg.buckets.models,
+                                                                 Prefix=f"{name}/"):
+        for o in page.get("Contents", []):
+            client.delete_object(Bucket=cfg.buckets.models, Key=o["Key"])
+
+
+def served(url: str, name: str) -> tuple[str, str]:
+    r = httpx.post(f"{url}/v1/models/{name}:predict", json=BODY, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.headers["x-model-version"], r.json()["predictions"][0]["class_name"]
+
+
+def metric(url: str, sample: str) -> float:
+    """One sample of the server's metrics; 0 while it does not answer yet."""
+    try:
+        text = httpx.get(f"{url}/metrics").text
+    except httpx.HTTPError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def wait_for(condition, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def probe(cfg, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("probe")
+    name = f"probe-{uuid.uuid4().hex[:6]}"
+    assert publish_probe(cfg, name, "probe", tmp) == 1
+    cfg = with_overrides(cfg, {**LIMITS, "serving.model_dir": str(tmp / "models")})
+    (grpc_port,) = free_ports(1)
+    with running_server(cfg, models=[name], grpc_port=grpc_port, log=tmp / "serve.log") as running:
+        work = tmp / "models" / name / "1" / "assets" / "work.txt"
+
+        def spin(seconds: float) -> None:
+            """Make one call take about ``seconds``, measured on this machine now."""
+            work.write_text("200000")
+            started = time.perf_counter()
+            served(running.url, name)
+            work.write_text(str(int(200_000 * seconds / (time.perf_counter() - started))))
+
+        yield {"url": running.url, "grpc": running.grpc, "name": name, "work": work,
+               "spin": spin, "proc": running.process}
+
+
+def _post_all(url: str, name: str, count: int) -> list[tuple[int, float, str | None]]:
+    out: list[tuple[int, float, str | None]] = []
+
+    def one() -> None:
+        started = time.perf_counter()
+        r = httpx.post(f"{url}/v1/models/{name}:predict", json=BODY, timeout=30)
+        out.append((r.status_code, time.perf_counter() - started, r.headers.get("retry-after")))
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_overload_is_shed_within_the_deadline_and_shed_work_never_runs(probe):
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    probe["spin"](1.0)
+    batches = "dlpipe_serve_batch_examples_count"
+    calls = metric(probe["url"], batches)
+    answers = _post_all(probe["url"], probe["name"], 8)
+    codes = collections.Counter(code for code, _, _ in answers)
+    assert set(codes) <= {200, 429, 503} and codes[429] and codes[503] and codes[200], answers
+    assert all(retry == "1" for code, _, retry in answers if code != 200)
+    assert max(seconds for _, seconds, _ in answers) < TIMEOUT_S + 2
+    assert metric(probe["url"], batches) - calls <= codes[200] + 1  # at most one ran late
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = probe["name"]
+    request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([png()]))
+    with grpc.insecure_channel(probe["grpc"]) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        calls = [stub.Predict.future(request, timeout=30) for _ in range(8)]
+        grpc_codes = collections.Counter(c.code().name for c in calls)
+    assert set(grpc_codes) <= {"OK", "RESOURCE_EXHAUSTED", "UNAVAILABLE"}, grpc_codes
+    assert grpc_codes["OK"] and grpc_codes["RESOURCE_EXHAUSTED"] + grpc_codes["UNAVAILABLE"]
+    assert probe["proc"].poll() is None
+
+
+def _slow_client(url: str, name: str) -> socket.socket:
+    """Headers and 8 bytes of a 1000-byte body, then nothing."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(f"POST /v1/models/{name}:predict HTTP/1.1\r\nHost: {host}\r\n"
+                 "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                 '{"insta'.encode())
+    return sock
+
+
+def test_slow_clients_get_408_at_the_deadline_and_their_slots_come_back(probe):
+    probe["work"].write_text("0")
+    slow = [_slow_client(probe["url"], probe["name"]) for _ in range(4)]
+    try:
+        time.sleep(0.5)
+        full = httpx.post(f"{probe['url']}/v1/models/{probe['name']}:predict", json=BODY)
+        assert full.status_code == 429 and "the limit is 4" in full.json()["error"]
+        for sock in slow:
+            sock.settimeout(TIMEOUT_S + 5)
+            assert sock.recv(200).startswith(b"HTTP/1.1 408 ")
+    finally:
+        for sock in slow:
+            sock.close()
+    assert served(probe["url"], probe["name"]) == ("1", "probe")
+
+
+def test_the_queued_work_of_a_client_that_went_away_is_dropped(probe):
+    probe["spin"](1.0)
+    url, name = probe["url"], probe["name"]
+    calls = metric(url, "dlpipe_serve_batch_examples_count")
+    gone = f'dlpipe_serve_requests_total{{api="predict",code="499",model="{name}",protocol="rest"}}'
+    before = metric(url, gone)
+    first = threading.Thread(target=served, args=(url, name))
+    first.start()
+    time.sleep(0.3)
+    host, port = url.removeprefix("http://").split(":")
+    body = httpx.Request("POST", "http://x/", json=BODY).content
+    with socket.create_connection((host, int(port))) as sock:  # queued behind the first
+        sock.sendall(f"POST /v1/models/{name}:predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: "
+                     f"application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        time.sleep(0.2)
+    first.join()
+    time.sleep(2.0)  # long enough for the dropped request to have run, had it not been dropped
+    assert metric(url, gone) - before == 1
+    assert metric(url, "dlpipe_serve_batch_examples_count") - calls == 1
+
+
+def test_a_fault_of_the_model_is_a_500_not_a_client_error(probe):
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    work = probe["work"]
+    saved = work.read_text()
+    work.unlink()  # the model now fails for a reason that is no fault of the input
+    try:
+        r = httpx.post(f"{probe['url']}/v1/models/{probe['name']}:predict", json=BODY)
+        assert r.status_code == 500 and "the model failed" in r.json()["error"], r.text
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = probe["name"]
+        request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([png()]))
+        with grpc.insecure_channel(probe["grpc"]) as channel, pytest.raises(grpc.RpcError) as err:
+            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+        assert err.value.code() == grpc.StatusCode.INTERNAL
+    finally:
+        work.write_text(saved)
+    assert served(probe["url"], probe["name"]) == ("1", "probe")
+    bad = httpx.post(f"{probe['url']}/v1/models/{probe['name']}:predict",
+                     json={"instances": [{"b64": base64.b64encode(b"not an image").decode()}]})
+    assert bad.status_code == 400
+
+
+def test_a_load_that_failed_on_the_store_is_retried_and_readyz_recovers(cfg, tmp_path):
+    """The store lists the version without one of its files when the server starts: the copy
+    fails to load; once the file is back, a retry copies it again and the server gets ready."""
+    name = f"probe-retry-{uuid.uuid4().hex[:6]}"
+    assert publish_probe(cfg, name, "retried", tmp_path) == 1
+    client, bucket, key = s3_client(cfg), cfg.buckets.models, f"{name}/1/assets/work.txt"
+    saved = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    client.delete_object(Bucket=bucket, Key=key)
+    (port,) = free_ports(1)
+    url, seen = f"http://127.0.0.1:{port}", {}
+    failed = f'dlpipe_serve_model_loads_total{{model="{name}",outcome="failed"}}'
+
+    def put_back() -> None:
+        try:
+            wait_for(lambda: metric(url, failed) >= 2, timeout_s=120)  # retried, still failing
+            seen["readyz"] = httpx.get(f"{url}/readyz").status_code
+        except (httpx.HTTPError, AssertionError) as exc:
+            seen["error"] = repr(exc)
+        client.put_object(Bucket=bucket, Key=key, Body=saved)
+
+    restorer = threading.Thread(target=put_back)
+    restorer.start()
+    cfg = with_overrides(cfg, {**LIMITS, "serving.model_dir": str(tmp_path / "models")})
+    try:
+        with running_server(cfg, models=[name], port=port, log=tmp_path / "serve.log",
+                            timeout_s=150) as running:
+            restorer.join()
+            assert seen == {"readyz": 503}, seen
+            assert served(running.url, name) == ("1", "retried")
+            assert httpx.get(f"{url}/readyz").status_code == 200
+    finally:
+        restorer.join()
+    assert "attempt 2" in (tmp_path / "serve.log").read_text()
+
+
+def test_a_republished_version_replaces_the_stale_copy_and_old_copies_are_pruned(cfg, tmp_path):
+    name = f"probe-stale-{uuid.uuid4().hex[:6]}"
+    client, models = s3_client(cfg), tmp_path / "models"
+    assert publish_probe(cfg, name, "first", tmp_path) == 1
+    download_version(client, cfg.buckets.models, name, 1, models)  # an earlier run's copy
+    wipe(cfg, name)
+    assert publish_probe(cfg, name, "second", tmp_path) == 1  # the store starts again
+    cfg = with_overrides(cfg, {**LIMITS, "serving.model_dir": str(models)})
+    with running_server(cfg, models=[name], log=tmp_path / "serve.log") as running:
+        assert served(running.url, name) == ("1", "second")
+        wipe(cfg, name)
+        assert publish_probe(cfg, name, "third", tmp_path) == 1  # while it serves
+        wait_for(lambda: served(running.url, name) == ("1", "third"))
+        assert publish_probe(cfg, name, "fourth", tmp_path) == 2
+        wait_for(lambda: served(running.url, name) == ("2", "fourth"))
+        assert publish_probe(cfg, name, "fifth", tmp_path) == 3
+        wait_for(lambda: served(running.url, name) == ("3", "fifth"))
+        wait_for(lambda: sorted(p.name for p in (models / name).iterdir()) == ["2", "3"], 10)

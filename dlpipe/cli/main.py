@@ -108,6 +108,7 @@ JOBS: dict[str, tuple[str, str]] = {
                 "export the clean table's latest version, then train on it (the scheduled job)"),
     "serve": ("dlpipe.serving.server",
               "serve the newest promoted models over the TF Serving REST and gRPC APIs (hot reload)"),
+    "maintain": ("spark_jobs.maintain.job", "compact (OPTIMIZE) and VACUUM every Delta table dlpipe writes"),
     "score": ("spark_jobs.score.job",
               "batch inference over the clean table into the predictions Delta table"),
     "models": ("dlpipe.cli.models_cmd",

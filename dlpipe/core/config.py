@@ -143,6 +143,8 @@ class IngestConfig(_Section):
     rules: RulesConfig = RulesConfig()
     trigger_interval: str = "10 seconds"
     max_offsets_per_trigger: int = 5000
+    min_partitions: int | None = None     # Spark tasks per batch; None: one per Kafka partition
+    dedupe_horizon_days: int | None = 7   # None: against the whole clean table
     starting_offsets: str = "earliest"
     watermark_delay_s: int = 3600
     max_event_age_days: int = 3650
@@ -222,6 +224,11 @@ class SparkConfig(_Section):
     conf: dict[str, str] = {}
 
 
+class MaintainConfig(_Section):
+    vacuum_retention_hours: int = 168
+    keep_dataset_days: int = 30
+
+
 class PipelineConfig(_Section):
     """One pipeline's name (``{pipeline}`` in topic, table, checkpoint, dataset and model names)
     and the dataset profile (``conf/profiles/<profile>.yaml``: image size, model, training)."""
@@ -242,6 +249,7 @@ class Config(_Section):
     training: TrainingConfig = TrainingConfig()
     serving: ServingConfig = ServingConfig()
     scoring: ScoringConfig = ScoringConfig()
+    maintain: MaintainConfig = MaintainConfig()
     source: Path = Path("conf/pipeline.yaml")
 
     @property

@@ -37,13 +37,15 @@ def start_query(spark: SparkSession, cfg: Config, *, once: bool) -> tuple[Stream
     ingest = cfg.ingest
     topic = cfg.kafka.topics["raw"].name
     require_topic(cfg, topic)
-    source = (spark.readStream.format("kafka")
+    reader = (spark.readStream.format("kafka")
               .option("kafka.bootstrap.servers", cfg.kafka_bootstrap_servers)
               .option("subscribe", topic)
               .option("startingOffsets", ingest.starting_offsets)
               .option("maxOffsetsPerTrigger", str(ingest.max_offsets_per_trigger))
-              .option("failOnDataLoss", "true")
-              .load())
+              .option("failOnDataLoss", "true"))
+    if ingest.min_partitions:  # more Spark tasks than Kafka partitions: offset ranges split
+        reader = reader.option("minPartitions", str(ingest.min_partitions))
+    source = reader.load()
     sink = IngestSink(cfg, owner=spark)
     writer = (source.writeStream.queryName(ingest.query_name).foreachBatch(sink)
               .option("checkpointLocation", ingest.checkpoint))

@@ -1,4 +1,11 @@
-"""The micro-batch writer: classify once, then quarantine, clean and accounting, each once.
+"""The micro-batch writer: decode once, then at most one commit per table.
+
+Per batch: one pass over the Kafka rows decodes every image into a cached frame and returns
+the reason counts and the event-time range; de-duplication works on a narrow frame (ids and
+Kafka coordinates) against the clean table's ids within ``ingest.dedupe_horizon_days``
+(partition-pruned by ``event_date``, so its cost does not grow with the table); then
+quarantine (if any), clean (if any) and accounting are appended from the cache, one Delta
+commit each. Whether a table exists is asked of its log only until it does.
 
 Every decision depends only on the batch's own rows and on what earlier batches wrote, so
 a batch replayed after a crash decides exactly as its first attempt did; Delta's idempotent
@@ -11,10 +18,10 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from dlpipe.contract.record import BATCH_COLUMNS
+from dlpipe.contract.record import BATCH_COLUMNS, Reason
 from dlpipe.core.config import Config
 from dlpipe.core.delta_io import append_once, read_if_exists, table_exists
 from spark_jobs.ingest import transforms as T
@@ -43,6 +50,7 @@ class IngestSink:
     def __post_init__(self) -> None:
         self._inspect = make_inspect_udf(image_limits(self.cfg))
         self._app_id: str | None = None
+        self._known: set[str] = set()  # tables known to exist
         # (batch id, newest event time up to and including it) of the last batch written
         # here; after a restart the accounting table answers instead.
         self._last: tuple[int, datetime | None] | None = None
@@ -61,11 +69,9 @@ class IngestSink:
         from pyspark.sql import functions as F
 
         spark = batch.sparkSession
-        started = time.monotonic()
-        started_at = datetime.now(UTC)
+        started, started_at = time.monotonic(), datetime.now(UTC)
         app_id = self.app_id()
         ingest, tables = self.cfg.ingest, self.cfg.tables
-
         phases: dict[str, float] = {}
         mark = time.monotonic()
 
@@ -75,62 +81,94 @@ class IngestSink:
             phases[name] = round(now - mark, 2)
             mark = now
 
+        # The one wide frame: every image is decoded once, here, and read from the cache after.
         classified = T.classify(T.parse(batch, ingest), ingest, self._inspect).persist()
+        flags = None
         try:
-            batch_newest = classified.where(F.col("reason_code").isNull()).agg(
-                F.max("event_time")).first()[0]
+            reasons, batch_newest, oldest_date = T.batch_summary(classified)
             lap("classify")
             newest = _max(self._newest_before(spark, app_id, batch_id), batch_newest)
-            lap("watermark")
             watermark = newest - timedelta(seconds=ingest.watermark_delay_s) if newest else None
+            lap("watermark")
             marked = T.mark_late(classified, watermark)
-            reasons = {r["reason_code"]: r["count"] for r in
-                       marked.groupBy("reason_code").count().collect()}
-            rows_in = sum(reasons.values())
-            candidates = reasons.pop(None, 0)
-            lap("count")
-
-            existing = read_if_exists(spark, tables.clean)
-            if existing is None:
-                existing = spark.createDataFrame([], "id STRING, kafka_partition INT, kafka_offset BIGINT")
-            clean = T.mark_duplicates(T.clean_rows(marked, ingest, batch_id),
-                                      existing.select("id", "kafka_partition", "kafka_offset")).persist()
-            duplicates = clean.where("is_duplicate").count()
+            flags, duplicates, written = self._dedupe(spark, marked, reasons, oldest_date)
+            candidates_n = reasons.pop(None, 0)
             lap("dedupe")
 
-            if reasons or not table_exists(spark, tables.quarantine):
+            if reasons or not self._exists(spark, tables.quarantine):
                 # A batch with nothing to quarantine needs no commit (a replay has none either).
-                append_once(T.quarantine_rows(marked, batch_id), tables.quarantine, app_id=app_id,
-                            version=batch_id, partition_by=["ingest_date"])
+                self._append(T.quarantine_rows(marked, batch_id), tables.quarantine, app_id,
+                             batch_id, ["ingest_date"])
             lap("write_quarantine")
-            if candidates > duplicates or not table_exists(spark, tables.clean):
+            if written or not self._exists(spark, tables.clean):
                 # Likewise for clean rows: an all-duplicate batch (a re-sent topic) must not
                 # add a Delta version, or every downstream export would see "new" data.
-                append_once(clean.where("NOT is_duplicate AND NOT already_written")
-                            .drop("is_duplicate", "already_written"),
-                            tables.clean, app_id=app_id, version=batch_id, partition_by=["event_date"])
+                keep = F.broadcast(flags.where("NOT is_duplicate AND NOT already_written").select(
+                    "kafka_partition", "kafka_offset")) if flags is not None else None
+                rows = T.clean_rows(marked, ingest, batch_id)
+                rows = rows.join(keep, ["kafka_partition", "kafka_offset"], "left_semi") \
+                    if keep is not None else rows
+                self._append(rows, tables.clean, app_id, batch_id, ["event_date"])
             lap("write_clean")
-            clean.unpersist()
         finally:
+            if flags is not None:
+                flags.unpersist()
             classified.unpersist()
 
-        seconds = time.monotonic() - started
         stats = {
-            "app_id": app_id, "batch_id": batch_id, "rows_in": rows_in,
-            "clean": candidates - duplicates, "quarantined": sum(reasons.values()),
+            "app_id": app_id, "batch_id": batch_id, "rows_in": candidates_n + sum(reasons.values()),
+            "clean": candidates_n - duplicates, "quarantined": sum(reasons.values()),
             "duplicates": duplicates, "reasons": dict(sorted(reasons.items())),
             "max_event_time": newest, "watermark": watermark, "started_at": started_at,
-            "seconds": round(seconds, 3),
+            "seconds": round(time.monotonic() - started, 3),
         }
-        row = spark.createDataFrame([{**stats, "query_name": ingest.query_name}],
-                                    BATCH_COLUMNS)
-        append_once(row, tables.ingest_batches, app_id=app_id, version=batch_id)
+        row = spark.createDataFrame([{**stats, "query_name": ingest.query_name}], BATCH_COLUMNS)
+        self._append(row, tables.ingest_batches, app_id, batch_id, [])
         self._last = (batch_id, newest)
         lap("write_accounting")
         self.batches.append(stats)
+        seconds = stats["seconds"]
         log.info(json.dumps({"event": "ingest_batch", **stats, "phase_seconds": phases,
-                        "rows_per_s": round(rows_in / seconds, 1) if seconds else None},
-                       default=_json_default))
+                             "rows_per_s": round(stats["rows_in"] / seconds, 1) if seconds else None},
+                            default=_json_default))
+
+    def _dedupe(self, spark: SparkSession, marked: DataFrame, reasons: dict[str | None, int],
+                oldest: date | None) -> tuple[DataFrame | None, int, int]:
+        """Cached (id, coordinates, is_duplicate, already_written) of the clean candidates, the
+        duplicate count and the rows to write; moves late rows in ``reasons`` to LATE_EVENT."""
+        from pyspark.sql import functions as F
+
+        if not reasons.get(None):
+            return None, 0, 0
+        # Narrow (ids and Kafka coordinates only): the wide rows never shuffle.
+        candidates = marked.where(F.col("reason_code").isNull()).select(
+            "id", F.col("partition").alias("kafka_partition"), F.col("offset").alias("kafka_offset"))
+        flags = T.mark_duplicates(candidates, self._existing_ids(spark, oldest)).persist()
+        n, duplicates, again = flags.agg(
+            F.count("*"), F.count_if("is_duplicate"), F.count_if("already_written")).first()
+        if reasons[None] > n:
+            reasons[str(Reason.LATE_EVENT)] = reasons[None] - n
+        reasons[None] = n
+        return flags, duplicates, n - duplicates - again
+
+    def _exists(self, spark: SparkSession, path: str) -> bool:
+        """Whether a table exists; asked of its Delta log only until it does (tables stay)."""
+        if path not in self._known and table_exists(spark, path):
+            self._known.add(path)
+        return path in self._known
+
+    def _append(self, df: DataFrame, path: str, app_id: str, batch_id: int, parts: list[str]) -> None:
+        append_once(df, path, app_id=app_id, version=batch_id, partition_by=parts)
+        self._known.add(path)
+
+    def _existing_ids(self, spark: SparkSession, oldest: date | None) -> DataFrame:
+        """(id, kafka coordinates) of the clean table within the de-duplication horizon."""
+        horizon = self.cfg.ingest.dedupe_horizon_days
+        if not self._exists(spark, self.cfg.tables.clean):
+            return spark.createDataFrame([], "id STRING, kafka_partition INT, kafka_offset BIGINT")
+        table = spark.read.format("delta").load(self.cfg.tables.clean)
+        since = None if horizon is None or oldest is None else oldest - timedelta(days=horizon)
+        return T.within_horizon(table, since).select("id", "kafka_partition", "kafka_offset")
 
     def _newest_before(self, spark: SparkSession, app_id: str, batch_id: int) -> datetime | None:
         from pyspark.sql import functions as F

@@ -9,7 +9,7 @@ about earlier batches, and end as ``clean_rows`` or ``quarantine_rows``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -272,6 +272,27 @@ def quarantine_rows(df: DataFrame, batch_id: int) -> DataFrame:
         F.current_timestamp().alias("ingest_time"),
         F.current_date().alias("ingest_date"),
     )
+
+
+def batch_summary(classified: DataFrame) -> tuple[dict[str | None, int], datetime | None, date | None]:
+    """One pass over a classified batch: rows per reason code (``None``: clean so far), and
+    the newest event time and the oldest event date of its clean rows."""
+    clean = F.col("reason_code").isNull()
+    rows = classified.groupBy("reason_code").agg(
+        F.count("*").alias("n"), F.max(F.when(clean, F.col("event_time"))).alias("newest"),
+        F.min(F.when(clean, F.to_date("event_time"))).alias("oldest")).collect()
+    reasons = {r["reason_code"]: r["n"] for r in rows}
+    bounds = [r for r in rows if r["reason_code"] is None]
+    return reasons, bounds[0]["newest"] if bounds else None, bounds[0]["oldest"] if bounds else None
+
+
+def within_horizon(clean_table: DataFrame, since: date | None) -> DataFrame:
+    """The clean table's rows with ``event_date >= since`` (all when ``since`` is None).
+
+    ``event_date`` is the partition column, so this prunes partitions: the ids de-duplication
+    reads stay as many as the horizon holds, however long the table grows.
+    """
+    return clean_table if since is None else clean_table.where(F.col("event_date") >= F.lit(since))
 
 
 def mark_duplicates(candidates: DataFrame, existing: DataFrame) -> DataFrame:

@@ -158,3 +158,30 @@ def processes_with(marker: str) -> list[str]:
         except OSError:
             continue
     return found
+
+
+def test_dedupe_is_exact_inside_the_horizon_across_batches_and_documented_beyond(spark, cfg):
+    """docs/data-contract.md, "De-duplication horizon": a re-sent record is a duplicate in a
+    later batch; the same id with an event time beyond the horizon is written again."""
+    from datetime import timedelta
+
+    from dlpipe.core.config import with_overrides
+    from dlpipe.produce.records import Message, encode, record
+
+    cfg = with_overrides(isolated(cfg, "horizon"), {"ingest.dedupe_horizon_days": 7})
+    now, samples = datetime.now(UTC), digits()
+
+    def send_at(ids: list[str], when: datetime) -> None:
+        recs = [record(id=i, label=s.label, image=s.image, source="s", event_time=when)
+                for i, s in zip(ids, samples, strict=False)]
+        produce(cfg, iter((r["id"], Message(r["id"].encode(), encode(r), "valid", None)) for r in recs),
+                count=len(recs), rate=0, log_path=None)
+
+    send_at(["h-0", "h-1", "h-2"], now - timedelta(days=10))
+    assert [b["clean"] for b in job.run(spark, cfg, once=True)] == [3]
+    send_at(["h-1"], now - timedelta(days=10))  # re-sent: a later batch, inside the horizon
+    assert [(b["clean"], b["duplicates"]) for b in job.run(spark, cfg, once=True)] == [(0, 1)]
+    send_at(["h-0"], now)  # the same id 10 days later: beyond the 7-day horizon
+    assert [(b["clean"], b["duplicates"]) for b in job.run(spark, cfg, once=True)] == [(1, 0)]
+    ids = sorted(r["id"] for r in delta_rows(cfg, cfg.tables.clean, ["id"]))
+    assert ids == ["h-0", "h-0", "h-1", "h-2"]

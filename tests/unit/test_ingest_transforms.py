@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +111,38 @@ def test_an_event_time_without_a_zone_is_quarantined(spark, ingest, inspect_udf,
     assert [r.reason_code for r in quarantined] == ([] if reason is None else [reason])
     if reason is not None:
         assert "has no time zone" in quarantined[0].reason_detail
+
+
+def test_batch_summary_counts_reasons_and_bounds_clean_event_times(spark):
+    rows = [("a", None, datetime(2026, 11, 20, 23, 0)), ("b", None, datetime(2026, 11, 22, 1, 0)),
+            ("c", "NOT_JSON", datetime(2026, 11, 1, 0, 0)), ("d", "NOT_JSON", None)]
+    df = spark.createDataFrame(rows, "id STRING, reason_code STRING, event_time TIMESTAMP")
+    reasons, newest, oldest = T.batch_summary(df)
+    assert reasons == {None: 2, "NOT_JSON": 2}
+    assert newest == datetime(2026, 11, 22, 1, 0)
+    assert oldest == date(2026, 11, 20), "quarantined rows do not widen the range"
+    assert T.batch_summary(df.where("reason_code IS NOT NULL"))[1:] == (None, None)
+
+
+def test_the_horizon_prunes_partitions_and_still_finds_ids_inside_it(spark, tmp_path):
+    days = [date(2026, 11, 1) + timedelta(days=i) for i in range(21)]
+    table = spark.createDataFrame(
+        [(f"id-{i}", 0, i, d) for i, d in enumerate(days)],
+        "id STRING, kafka_partition INT, kafka_offset BIGINT, event_date DATE")
+    table.write.partitionBy("event_date").parquet(str(tmp_path / "clean"))
+    clean = spark.read.parquet(str(tmp_path / "clean"))
+    since = date(2026, 11, 21) - timedelta(days=7)
+    existing = T.within_horizon(clean, since).select("id", "kafka_partition", "kafka_offset")
+
+    plan = existing._jdf.queryExecution().executedPlan().toString()
+    pruning = [line for line in plan.splitlines() if "PartitionFilters" in line]
+    assert pruning and "event_date" in pruning[0].split("PartitionFilters")[1].split("]")[0], plan
+    scanned = existing._jdf.queryExecution().executedPlan().collectLeaves().head()
+    existing.collect()
+    assert scanned.metrics().apply("numFiles").value() == 8, "only the horizon's 8 partitions"
+
+    ddl = "id STRING, kafka_partition INT, kafka_offset BIGINT"
+    batch = spark.createDataFrame([("id-19", 1, 100), ("id-2", 1, 101), ("new", 1, 102)], ddl)
+    got = {r.id: r.is_duplicate for r in T.mark_duplicates(batch, existing).collect()}
+    assert got == {"id-19": True, "id-2": False, "new": False}, "id-2 is beyond the horizon"
+    assert T.within_horizon(clean, None).count() == 21

@@ -1,0 +1,1 @@
+"""Table upkeep: Delta OPTIMIZE and VACUUM of every table dlpipe writes."""

@@ -86,6 +86,7 @@ async def _read_body(request: Any, max_bytes: int, deadline: float) -> Any:
     """The JSON body, refused (413) as soon as it is known to be over the limit, and (408)
     when it has not arrived by ``deadline``: a slow client cannot hold a slot forever."""
     import orjson
+    from starlette.requests import ClientDisconnect
 
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
@@ -106,6 +107,8 @@ async def _read_body(request: Any, max_bytes: int, deadline: float) -> Any:
         data = await asyncio.wait_for(read(), max(0.0, deadline - time.monotonic()))
     except TimeoutError:
         raise RequestError("the request body did not arrive within the deadline", status=408) from None
+    except ClientDisconnect:
+        raise RequestError("the client closed the request", status=GONE) from None
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:

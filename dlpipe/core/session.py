@@ -8,6 +8,11 @@ reused and only has its S3 settings filled in. The conf itself is a pure functio
 The connector jars are a parameter (or ``$DLPIPE_SPARK_JARS``), never looked up here: under
 ``spark-submit --jars`` or on a cluster with the jars installed there is nothing to add, and
 the local stack's installer (which the ``dlpipe`` CLI and the tests use) sits above the jobs.
+
+A Spark Connect session (``remote="sc://host:15002"``, the ``spark.remote`` key of
+``spark.conf``, or ``$SPARK_REMOTE``) is a client of a server that owns the JVM, the jars and
+the static conf: only the s3a settings it lacks are filled in, as session conf. It has no
+``sparkContext``; see ``docs/notebooks.md`` for the steps that need one.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ REDACTION_REGEX = r"(?i)secret|password|token|access[._-]?key|credential|session
 _LOOPBACK_PREFIXES = ("local", "spark://127.", "spark://localhost")
 # Where the dlpipe CLI puts the local stack's connector jars for the jobs it starts.
 JARS_ENV = "DLPIPE_SPARK_JARS"
+# The spark.conf key (as pyspark's builder names it) that asks for a Spark Connect session.
+REMOTE_KEY = "spark.remote"
 
 
 def jars_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -109,12 +116,15 @@ def get_spark(
     extra_conf: Mapping[str, str] | None = None,
     spark: SparkSession | None = None,
     jars: Sequence[str | Path] | None = None,
+    remote: str | None = None,
 ) -> SparkSession:
     """The session for a dlpipe job: ``spark`` or the active one if any, else a new one.
 
     A new session takes dlpipe's conf for every key the launcher (``spark-submit --conf``,
     ``PYSPARK_SUBMIT_ARGS``) did not already set. ``jars`` (default: ``$DLPIPE_SPARK_JARS``)
     are the connector jars to add; none are needed when the launcher already passed them.
+    ``remote`` (default: ``spark.conf`` key ``spark.remote``, else ``$SPARK_REMOTE``) attaches
+    to a Spark Connect server instead of starting a JVM here.
     """
     from pyspark.sql import SparkSession
 
@@ -122,6 +132,11 @@ def get_spark(
     if existing is not None:
         _fill_s3a(existing, cfg)
         return existing
+    remote = remote or remote_url(cfg)
+    if remote:
+        session = SparkSession.builder.remote(remote).getOrCreate()
+        _fill_s3a(session, cfg)
+        return session
     # A driver started from Python picks its workers' interpreter from PYSPARK_PYTHON (the
     # conf key only reaches spark-submit's launcher).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -130,6 +145,7 @@ def get_spark(
         os.environ.setdefault("SPARK_LOCAL_IP", cfg.stack.host)
     wanted = spark_conf(cfg, jars=jars_from_env() if jars is None else jars, app_name=app_name,
                         master=master, extra=extra_conf)
+    wanted.pop(REMOTE_KEY, None)
     given = _launcher_conf()
     builder = SparkSession.builder
     for key, value in wanted.items():
@@ -153,14 +169,46 @@ def _launcher_conf() -> dict[str, str]:
     return dict(SparkConf().getAll())
 
 
+def remote_url(cfg: Config, environ: Mapping[str, str] | None = None) -> str | None:
+    """The Spark Connect URL asked for (``spark.conf`` key ``spark.remote``, else
+    ``$SPARK_REMOTE``), or None for a session with its own JVM."""
+    environ = os.environ if environ is None else environ
+    return cfg.spark.conf.get(REMOTE_KEY) or environ.get("SPARK_REMOTE") or None
+
+
+def is_connect(spark: SparkSession) -> bool:
+    """True for a Spark Connect session (no ``sparkContext``, no JVM in this process)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
 def _fill_s3a(spark: SparkSession, cfg: Config) -> None:
     """Point an existing session's s3a at our S3 service unless it already has an endpoint."""
+    if is_connect(spark):
+        _fill_s3a_connect(spark, cfg)
+        return
     hconf = spark.sparkContext._jsc.hadoopConfiguration()
     if hconf.get("fs.s3a.endpoint"):
         return
     for key, value in hadoop_s3a_conf(cfg).items():
         hconf.set(key, value)
     _check_connectors(spark)
+
+
+def _fill_s3a_connect(spark: SparkSession, cfg: Config) -> None:
+    """A Connect session has no Hadoop conf of its own to reach: its SQL conf is merged into
+    the Hadoop conf of every read and write it makes, so the s3a keys go there. The classpath
+    is the server's; what it lacks shows on the first read."""
+    if spark.conf.get("spark.hadoop.fs.s3a.endpoint", None) or spark.conf.get("fs.s3a.endpoint", None):
+        return
+    for key, value in hadoop_s3a_conf(cfg).items():
+        spark.conf.set(key, value)
+    extensions = spark.conf.get("spark.sql.extensions", None) or ""
+    if "DeltaSparkSessionExtension" not in extensions:
+        raise MissingToolError(
+            "the Spark Connect server has no Delta extension (spark.sql.extensions)",
+            fix="start it with `dlpipe stack up --connect`, or add io.delta.sql.DeltaSparkSessionExtension "
+            "and the jars from `dlpipe jars` to its conf",
+        )
 
 
 def _check_connectors(spark: SparkSession) -> None:

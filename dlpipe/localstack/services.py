@@ -241,3 +241,75 @@ def spark_cluster_services(cfg: Config) -> list[Service]:
             prepare=lambda w=work: w.mkdir(parents=True, exist_ok=True),
         ))
     return services
+
+
+# -- Spark Connect server -------------------------------------------------------------
+
+CONNECT_PORT_ENV = "DLPIPE_SPARK_CONNECT_PORT"
+DEFAULT_CONNECT_PORT = 15002
+_CONNECT_SERVER = "org.apache.spark.sql.connect.service.SparkConnectServer"
+
+
+def connect_home(cfg: Config) -> Path:
+    return cfg.stack.state_dir / "spark-connect"
+
+
+def connect_port(cfg: Config) -> int:
+    """The port of this state dir's Connect server (kept next to it once started), else
+    ``$DLPIPE_SPARK_CONNECT_PORT``, else Spark's default 15002."""
+    kept = connect_home(cfg) / "port"
+    if kept.is_file():
+        return int(kept.read_text().strip())
+    return int(os.environ.get(CONNECT_PORT_ENV, DEFAULT_CONNECT_PORT))
+
+
+def connect_url(cfg: Config) -> str:
+    return f"sc://{cfg.stack.host}:{connect_port(cfg)}"
+
+
+def _connect_answers(host: str, port: int) -> bool:
+    """Ask the server for a conf value over its own gRPC API (what every client does first)."""
+    import grpc
+    from pyspark.sql.connect.proto import base_pb2, base_pb2_grpc
+
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        request = base_pb2.ConfigRequest(
+            session_id=str(uuid.uuid4()), client_type="dlpipe-health",
+            operation=base_pb2.ConfigRequest.Operation(
+                get=base_pb2.ConfigRequest.Get(keys=["spark.app.name"])))
+        base_pb2_grpc.SparkConnectServiceStub(channel).Config(request, timeout=3)
+    return True
+
+
+def spark_connect_service(cfg: Config, installed: Installed, *, port: int | None = None) -> Service:
+    """A Spark Connect server on loopback: one warm driver JVM with the connector jars, Delta
+    and s3a (dlpipe's own session conf), that notebooks and the CLI attach to with
+    ``sc://127.0.0.1:<port>``. Its conf, credentials included, is a 0600 properties file, so
+    nothing secret is on a command line."""
+    home = connect_home(cfg)
+    host = cfg.stack.host
+    port = port or connect_port(cfg)
+    props = home / "spark-connect.conf"
+
+    def prepare() -> dict[str, str]:
+        from dlpipe.core.session import spark_conf
+
+        home.mkdir(parents=True, exist_ok=True)
+        conf = spark_conf(cfg, jars=installed.spark_jar_paths(), app_name="dlpipe-connect", extra={
+            "spark.connect.grpc.binding.address": host,
+            "spark.connect.grpc.binding.port": str(port),
+        })
+        fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.writelines(f"{key} {value}\n" for key, value in conf.items())
+        (home / "port").write_text(f"{port}\n")
+        return {}
+
+    submit = str(Path(_spark_class()).with_name("spark-submit"))
+    return Service(
+        name="spark-connect",
+        argv=[submit, "--class", _CONNECT_SERVER, "--name", "dlpipe-connect",
+              "--properties-file", str(props)],
+        log=home / "connect.log", pid_file=home / "connect.pid", ports=[port],
+        healthy=lambda: _connect_answers(host, port), host=host, env=_spark_env(), prepare=prepare,
+    )

@@ -46,13 +46,17 @@ _RECORD_OVERHEAD = 96
 
 
 def table_version(spark: SparkSession, path: str, version: int | None) -> tuple[int, str]:
-    """The Delta version to export (latest when None) and its commit time."""
-    from delta.tables import DeltaTable
+    """The Delta version to export (latest when None) and its commit time.
+
+    SQL rather than ``DeltaTable``: on a Spark Connect session Delta's Python API needs a
+    server plugin that is not published for Spark 4.2 (docs/notebooks.md)."""
+    from pyspark.errors import AnalysisException
     from pyspark.sql import functions as F
 
-    if not DeltaTable.isDeltaTable(spark, path):
-        raise DlpipeError(f"no Delta table at {path}", fix="run `dlpipe ingest --once` first")
-    history = DeltaTable.forPath(spark, path).history()
+    try:
+        history = spark.sql(f"DESCRIBE HISTORY delta.`{path.replace('`', '``')}`")
+    except AnalysisException as exc:
+        raise DlpipeError(f"no Delta table at {path}", fix="run `dlpipe ingest --once` first") from exc
     if version is None:
         row = history.orderBy(F.col("version").desc()).select("version", "timestamp").first()
     else:

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test test-unit lint bench stack-up stack-down clean help
+.PHONY: setup demo test test-unit lint bench notebook stack-up stack-down clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -27,6 +27,9 @@ lint: setup  ## ruff, and the import layers (import-linter)
 
 bench: setup  ## run every benchmark in bench/, write bench/results/
 	$(PY) -m bench
+
+notebook: setup  ## JupyterLab with notebooks/ on the local stack; kernels get `spark` (Spark Connect)
+	$(VENV)/bin/dlpipe notebook $(NOTEBOOK_ARGS)
 
 stack-up: setup  ## start Kafka + MinIO + a Spark standalone cluster
 	$(VENV)/bin/dlpipe stack up --cluster

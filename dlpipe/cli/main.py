@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from dlpipe.core import logs
 from dlpipe.core.args import add_config_args, config_from_args
@@ -45,11 +46,15 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
             install_all()
         stack = stack.up(cluster=args.cluster, use_free_ports=args.free_ports)
+        if args.connect:
+            start_connect(stack, free_port=args.free_ports)
     elif args.action == "down":
-        stopped = stack.down()
+        stopped = [name for name in ["spark-connect"] if stop_connect(stack)] + stack.down()
         print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
         return 0
-    status = stack.status()
+    from dlpipe.localstack.services import spark_connect_service
+
+    status = {**stack.status(), "spark-connect": spark_connect_service(stack.cfg, stack.installed).status()}
     if getattr(args, "json", False):
         print(json.dumps({
             "services": status, "s3_endpoint": stack.cfg.s3_endpoint,
@@ -62,6 +67,32 @@ def cmd_stack(args: argparse.Namespace) -> int:
         print(f"{'state dir':16s} {stack.cfg.stack.state_dir}")
     core = ("kafka", "minio")
     return 0 if all(status[n] == "healthy" for n in core) else 1
+
+
+def start_connect(stack: Any, *, free_port: bool = False) -> str:
+    """Start the stack's Spark Connect server unless it runs; returns its ``sc://`` URL."""
+    from dlpipe.core.process import free_ports
+    from dlpipe.core.progress import step
+    from dlpipe.localstack.services import connect_url, spark_connect_service
+
+    service = spark_connect_service(stack.cfg, stack.installed)
+    if free_port and service.pid() is None:
+        service = spark_connect_service(stack.cfg, stack.installed,
+                                        port=free_ports(1, stack.cfg.stack.host)[0])
+    with step("starting spark-connect") as s:
+        started = service.start(stack.cfg.stack.startup_timeout_s * 2)  # a JVM with ~700 MB of jars
+        s.detail(("started, pid " if started else "already running, pid ") + str(service.pid()))
+    url = connect_url(stack.cfg)
+    print(f"    Spark Connect {url}  (SPARK_REMOTE={url} dlpipe export; see docs/notebooks.md)")
+    return url
+
+
+def stop_connect(stack: Any) -> bool:
+    from dlpipe.localstack.services import connect_home, spark_connect_service
+
+    stopped = spark_connect_service(stack.cfg, stack.installed).stop(stack.cfg.stack.stop_timeout_s)
+    (connect_home(stack.cfg) / "port").unlink(missing_ok=True)
+    return stopped
 
 
 def provide_jars() -> None:
@@ -116,10 +147,33 @@ JOBS: dict[str, tuple[str, str]] = {
 }
 
 
+# Jobs that need a SparkContext (barrier tasks, Delta's Python API, a foreachBatch sink that
+# keeps state in the driver): under $SPARK_REMOTE they start their own session instead.
+NEEDS_SPARK_CONTEXT = {"ingest": "its foreachBatch sink keeps per-batch state in this driver",
+                       "train": "barrier tasks (MirroredStrategyRunner) need a SparkContext",
+                       "retrain": "barrier tasks (MirroredStrategyRunner) need a SparkContext",
+                       "score": "the predictions MERGE uses Delta's Python API",
+                       "smoke": "it trains on barrier tasks"}
+
+
+def _own_session_for(command: str) -> None:
+    import os
+
+    if command in NEEDS_SPARK_CONTEXT and os.environ.pop("SPARK_REMOTE", None):
+        print(f"dlpipe {command}: runs on its own Spark session, not Spark Connect "
+              f"({NEEDS_SPARK_CONTEXT[command]})", file=sys.stderr)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from dlpipe.cli import demo
 
     return demo.run(config_from_args(args), cluster=args.cluster, count=args.count)
+
+
+def cmd_notebook(args: argparse.Namespace) -> int:
+    from dlpipe.cli import jupyter
+
+    return jupyter.run(config_from_args(args), args)
 
 
 def _passthrough(args: argparse.Namespace) -> list[str]:
@@ -161,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--free-ports", action="store_true",
                     help="pick free ports instead of the configured ones (kept in the state dir)")
     up.add_argument("--install", action="store_true", help="run `dlpipe install` first")
+    up.add_argument("--connect", action="store_true",
+                    help="also start a Spark Connect server (sc://127.0.0.1:15002, or a free port) with "
+                    "the jars, Delta and s3a: one warm JVM for notebooks and SPARK_REMOTE=... dlpipe")
     down_help = "stop every service of the state dir (TERM, then KILL)"
     down = stack_sub.add_parser("down", help=down_help, description=down_help)
     status_help = "health of each service; exit 1 unless Kafka and MinIO are healthy"
@@ -184,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run Spark jobs on the loopback standalone cluster instead of local[*]")
     demo.add_argument("--count", type=int, default=1797,
                       help="digits to produce (default: all 1,797 of scikit-learn's digits)")
+    notebook = command("notebook", cmd_notebook,
+                       "JupyterLab on the local stack with the notebooks/ (Databricks format) and a "
+                       "kernel that has `spark` ready (Spark Connect); docs/notebooks.md")
+    from dlpipe.cli.jupyter import add_arguments
+
+    add_arguments(notebook)
     return parser
 
 
@@ -193,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup()
     if command in JOBS or command in ("smoke", "demo"):
         provide_jars()
+        _own_session_for(command)
     if command in JOBS:
         func, rest = _job_main(JOBS[command][0]), argv[1:]
     else:

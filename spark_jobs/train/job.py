@@ -51,6 +51,11 @@ def make_spec(cfg: Config, manifest: Manifest, *, run_id: str, workers: int) -> 
                           fix=f"dlpipe export --overwrite --set training.workers={workers}")
     if t.batch_size % workers:
         raise DlpipeError(f"training.batch_size {t.batch_size} does not split evenly over {workers} workers")
+    validation = manifest.counts["validation"]["records"]
+    if 0 < validation < t.batch_size:
+        log.warning(f"train: the validation split's {validation} records are fewer than one global batch "
+                    f"of {t.batch_size}: no validation during training; the evaluation after training "
+                    "covers every validation record")
     return TrainSpec(
         cfg=cfg, run_id=run_id, model_name=t.model_name, architecture=t.architecture,
         manifest_json=manifest.to_json(), workers=workers, epochs=t.epochs, global_batch=t.batch_size,

@@ -209,6 +209,8 @@ class ServingConfig(_Section):
     batch_timeout_ms: float = 2.0
     load_retry_max_s: float = 300.0       # a failed load is retried, backing off up to this
     keep_versions: int = 2                # local copies kept per model
+    auth_tokens_file: Path | None = None  # bearer tokens, one a line; None: no auth
+    admin_port: int = 0                   # /metrics on this port instead; 0: on the API port
 
 
 class ScoringConfig(_Section):

@@ -61,7 +61,22 @@ def create_app(cfg: Config, *, registry: ModelRegistry | None = None, poll: bool
 
     _add_predict_routes(app, Predictor(registry, protocol="rest"), max_body_bytes=cfg.serving.max_body_bytes)
     _add_model_routes(app, registry)
-    _add_health_routes(app, registry, metrics)
+    _add_health_routes(app, registry)
+    if not cfg.serving.admin_port:  # else on the admin app (create_admin_app)
+        _add_metrics_route(app, metrics)
+    if cfg.serving.auth_tokens_file is not None:
+        from dlpipe.serving.auth import BearerAuth, read_tokens
+
+        app.add_middleware(BearerAuth, tokens=read_tokens(cfg.serving.auth_tokens_file))
+    return app
+
+
+def create_admin_app(metrics: Metrics) -> Any:
+    """What ``serving.admin_port`` serves: the metrics (and liveness), apart from the API."""
+    from fastapi import FastAPI
+
+    app = FastAPI(title="dlpipe serve (admin)", docs_url=None, redoc_url=None, openapi_url=None)
+    _add_metrics_route(app, metrics)
     return app
 
 
@@ -208,7 +223,7 @@ def _add_model_routes(app: Any, registry: ModelRegistry) -> None:
         return metadata(name, version)
 
 
-def _add_health_routes(app: Any, registry: ModelRegistry, metrics: Metrics) -> None:
+def _add_health_routes(app: Any, registry: ModelRegistry) -> None:
     from fastapi.responses import Response
 
     @app.get("/healthz", summary="Liveness: the server answers")
@@ -221,6 +236,11 @@ def _add_health_routes(app: Any, registry: ModelRegistry, metrics: Metrics) -> N
         waiting = [m for m, v in loaded.items() if v is None]
         return _answer({"ready": not waiting, "models": loaded, "waiting_for": waiting},
                        503 if waiting else 200)
+
+
+
+def _add_metrics_route(app: Any, metrics: Metrics) -> None:
+    from fastapi.responses import Response
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def prometheus() -> Response:

@@ -22,7 +22,13 @@ async def start_grpc(registry: ModelRegistry, *, host: str, port: int) -> Any:
     limits = registry.cfg.serving
     # RPCs over the limit are refused by gRPC itself (RESOURCE_EXHAUSTED) before a handler
     # runs; the predictor counts Predict calls against the same limit.
-    server = grpc.aio.server(maximum_concurrent_rpcs=limits.max_concurrent_requests, options=[
+    interceptors = []
+    if limits.auth_tokens_file is not None:
+        from dlpipe.serving.auth import grpc_interceptor, read_tokens
+
+        interceptors.append(grpc_interceptor(read_tokens(limits.auth_tokens_file)))
+    server = grpc.aio.server(interceptors=interceptors,
+                             maximum_concurrent_rpcs=limits.max_concurrent_requests, options=[
         ("grpc.max_receive_message_length", limits.max_body_bytes),
         ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ])

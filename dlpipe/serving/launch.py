@@ -35,9 +35,10 @@ def running_server(cfg: Config, *, models: Sequence[str], log: Path, port: int |
 
     port = port or free_ports(1)[0]
     # The child gets this config's store and serving settings (limits, batching, model dir).
-    serving = [f"--set=serving.{name}={getattr(cfg.serving, name)}"
+    serving = [f"--set=serving.{name}={'null' if value is None else value}"
                for name in type(cfg.serving).model_fields
-               if name not in ("models", "host", "port", "grpc_port")]
+               if name not in ("models", "host", "port", "grpc_port")
+               for value in [getattr(cfg.serving, name)]]
     args = [sys.executable, "-m", "dlpipe.serving.server", "--port", str(port),
             "--grpc-port", str(grpc_port), "--host", "127.0.0.1",
             f"--set=s3.endpoint={cfg.s3_endpoint}", f"--set=buckets.models={cfg.buckets.models}",

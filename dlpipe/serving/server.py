@@ -2,6 +2,9 @@
 
     dlpipe serve [--host 0.0.0.0] [--port 8501] [--grpc-port 8500] [--model NAME ...]
 
+With ``serving.admin_port`` set, ``/metrics`` moves to that port; with
+``serving.auth_tokens_file`` set, the APIs need a bearer token (``dlpipe.serving.auth``).
+
 Both APIs share one model registry, so both serve the same version and hot-reload together.
 SIGTERM stops accepting, finishes requests in flight, then exits (Kubernetes-friendly).
 """
@@ -44,7 +47,7 @@ def _apply_flags(cfg: Config, args: argparse.Namespace) -> Config:
 async def serve(cfg: Config) -> None:
     import uvicorn
 
-    from dlpipe.serving.app import create_app
+    from dlpipe.serving.app import create_admin_app, create_app
 
     app = create_app(cfg)
     # A backstop under the app's own limits: connections (idle keep-alive ones included)
@@ -57,7 +60,11 @@ async def serve(cfg: Config) -> None:
                             http="httptools", access_log=False, log_level="info",
                             limit_concurrency=4 * cfg.serving.max_concurrent_requests,
                             timeout_graceful_shutdown=20)
-    server = uvicorn.Server(config)
+    servers = [uvicorn.Server(config)]
+    if cfg.serving.admin_port:  # metrics apart from the API, e.g. reachable by Prometheus only
+        servers.append(uvicorn.Server(uvicorn.Config(
+            create_admin_app(app.state.registry.metrics), host=cfg.serving.host,
+            port=cfg.serving.admin_port, loop="asyncio", access_log=False, log_level="warning")))
     grpc_server = None
     if cfg.serving.grpc_port:
         from dlpipe.serving.grpc_api import start_grpc
@@ -65,7 +72,7 @@ async def serve(cfg: Config) -> None:
         grpc_server = await start_grpc(app.state.registry, host=cfg.serving.host,
                                        port=cfg.serving.grpc_port)
     try:
-        await server.serve()
+        await asyncio.gather(*(server.serve() for server in servers))
     finally:
         if grpc_server is not None:
             await grpc_server.stop(grace=5)

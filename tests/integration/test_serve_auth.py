@@ -1,0 +1,58 @@
+"""`dlpipe serve` with bearer tokens and an admin port (issue 16), as a real process."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+from dlpipe.core.config import with_overrides
+from dlpipe.core.process import free_ports
+from dlpipe.serving.launch import running_server
+from tests.integration.test_serve import png
+from tests.integration.test_serve_faults import BODY, publish_probe
+
+pytestmark = pytest.mark.integration
+
+
+def test_tokens_guard_rest_and_grpc_and_metrics_move_to_the_admin_port(cfg, tmp_path):
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    name, secret = f"probe-auth-{uuid.uuid4().hex[:6]}", f"token-{uuid.uuid4().hex}"
+    assert publish_probe(cfg, name, "auth", tmp_path) == 1
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"# clients of the test\n\nanother-{uuid.uuid4().hex}\n{secret}\n")
+    grpc_port, admin_port = free_ports(2)
+    cfg = with_overrides(cfg, {"serving.model_dir": str(tmp_path / "models"),
+                               "serving.auth_tokens_file": str(tokens),
+                               "serving.admin_port": admin_port})
+    with running_server(cfg, models=[name], grpc_port=grpc_port, log=tmp_path / "serve.log") as running:
+        predict, good = f"{running.url}/v1/models/{name}:predict", {"authorization": f"Bearer {secret}"}
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": secret}):
+            refused = httpx.post(predict, json=BODY, headers=headers)
+            assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+            assert "bearer token" in refused.json()["error"] and secret not in refused.text
+        assert httpx.get(f"{running.url}/v1/models/{name}").status_code == 401
+        answer = httpx.post(predict, json=BODY, headers=good)
+        assert answer.status_code == 200 and answer.json()["predictions"][0]["class_name"] == "auth"
+        assert httpx.get(f"{running.url}/v1/models/{name}/metadata", headers=good).status_code == 200
+        assert httpx.get(f"{running.url}/healthz").status_code == 200  # probes carry no token
+        assert httpx.get(f"{running.url}/metrics").status_code == 404
+        metrics = httpx.get(f"http://127.0.0.1:{admin_port}/metrics").text
+        assert f'code="200",model="{name}",protocol="rest"' in metrics
+
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = name
+        request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([png()]))
+        with grpc.insecure_channel(running.grpc) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            for metadata in ((), (("authorization", "Bearer wrong"),)):
+                with pytest.raises(grpc.RpcError) as err:
+                    stub.Predict(request, timeout=30, metadata=metadata)
+                assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            response = stub.Predict(request, timeout=30, metadata=(("authorization", f"Bearer {secret}"),))
+        assert tf.make_ndarray(response.outputs["class_name"]).tolist() == [b"auth"]
+    assert secret not in (tmp_path / "serve.log").read_text()

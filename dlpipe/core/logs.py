@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 FORMAT_ENV = "DLPIPE_LOG_FORMAT"
 FORMATS = ("text", "json")
 # The packages whose loggers dlpipe configures; everything else (py4j, TensorFlow) keeps its own.
-PACKAGES = ("dlpipe", "spark_jobs", "models", "bench")
+# "__main__" is a job's own module when spark-submit runs it as a script.
+PACKAGES = ("dlpipe", "spark_jobs", "models", "bench", "__main__")
 
 
 class JsonLines(logging.Formatter):

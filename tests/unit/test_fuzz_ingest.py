@@ -105,9 +105,9 @@ def inspect_udf():
     return make_inspect_udf(LIMITS)
 
 
-@settings(max_examples=4, deadline=None,
+@settings(max_examples=3, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(values=st.lists(hostile_value(), min_size=1, max_size=60))
+@given(values=st.lists(hostile_value(), min_size=1, max_size=40))
 def test_a_batch_of_hostile_records_gives_each_exactly_one_outcome(spark, inspect_udf, values):
     rows = [(f"f-{i}".encode(), v, "raw", 0, i, NOW.replace(tzinfo=None), 0) for i, v in enumerate(values)]
     ddl = ("key BINARY, value BINARY, topic STRING, partition INT, offset BIGINT, "

@@ -34,7 +34,7 @@ def _timed(argv: list[str], env: dict[str, str], log: Path) -> float:
         code = subprocess.call(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     seconds = time.perf_counter() - started
     if code != 0:
-        raise RuntimeError(f"{argv[:3]} exited with {code}; see {log}")
+        raise RuntimeError(f"{' '.join(argv[:3])} ... exited with {code}; see {log}")
     return seconds
 
 
@@ -57,18 +57,23 @@ def run(ctx: Context) -> list[Result]:
     run_id = f"connect-{uuid.uuid4().hex[:8]}"
     overrides = {**synthetic_overrides(cfg.buckets.lake, run_id), "export.dataset": f"bench-{run_id}"}
     try:
-        synthetic_table(get_spark(cfg, remote=url), overrides["tables.clean"], count)
+        client = get_spark(cfg, remote=url)
+        try:
+            synthetic_table(client, overrides["tables.clean"], count)
+        finally:
+            client.stop()  # release the session while the server is up
         sets = [f"--set={key}={value}" for key, value in overrides.items()]
         base = {k: v for k, v in os.environ.items()
                 if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_LOCAL_REMOTE")}
         base["DLPIPE_STATE_DIR"] = str(cfg.stack.state_dir)
         warm_cmd = ([sys.executable, "-m", "dlpipe.cli.main", "export", "--overwrite", *sets],
                     {**base, "SPARK_REMOTE": url})
-        submit = str(Path(sys.executable).with_name("spark-submit"))
+        venv_bin = str(Path(sys.executable).parent)  # as after `source .venv/bin/activate`
         jars = ",".join(str(p) for p in installed.spark_jar_paths())
-        cold_cmd = ([submit, "--master", "local[2]", "--jars", jars, "spark_jobs/export/job.py",
-                     "--overwrite", *sets], base)
-        log = ctx.work_dir / "bench-connect.log"
+        cold_cmd = ([f"{venv_bin}/spark-submit", "--master", "local[2]", "--jars", jars,
+                     "spark_jobs/export/job.py", "--overwrite", *sets],
+                    {**base, "PATH": venv_bin + os.pathsep + base.get("PATH", "")})
+        log = cfg.stack.state_dir / "bench-connect.log"
         _timed(*warm_cmd, log)  # the server's first export: JIT, Python workers, s3a clients
         warm, cold = [], []
         for _ in range(repeats):

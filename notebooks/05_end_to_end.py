@@ -127,4 +127,5 @@ assert model["promoted"] and model["test_accuracy"] > 0.3, model
 assert rest == [manifest.classes[i] for i in np.argmax(by_grpc["probabilities"], axis=1)]
 assert scored.total >= clean_rows.count() and np.sum(matrix) == manifest.counts["test"]["records"]
 assert nb.figures >= 2
-print(f"end to end OK in {time.monotonic() - started:.0f}s: {summary}")
+print(f"end to end OK in {time.monotonic() - started:.0f}s "
+      f"({', '.join(f'{k} {v:.0f}s' for k, v in timings.items())}): {summary}")

@@ -126,6 +126,8 @@ def lab(cfg: Config, *, connect: bool, port: int, extra: list[str]) -> int:
     paths = [str(jupyter_dir), *filter(None, [os.environ.get("JUPYTER_PATH")])]
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--ip={stack.cfg.stack.host}",
            f"--port={port}", f"--ServerApp.root_dir={work}", *extra]
+    if os.geteuid() == 0:  # containers and CI machines; Jupyter refuses root otherwise
+        cmd.append("--allow-root")
     print(f"JupyterLab on http://{stack.cfg.stack.host}:{port}/ (kernel 'dlpipe (Spark)', "
           f"{'Spark Connect ' + env['SPARK_REMOTE'] if connect else 'a local Spark session per kernel'}); "
           "Ctrl-C stops it")

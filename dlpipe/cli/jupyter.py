@@ -8,7 +8,8 @@ light and percent formats would show the markers as code), so Jupyter gets a con
 ``dlpipe notebook --to-py FILE.ipynb`` writes an edited copy back as Databricks source.
 
 The kernel (``dlpipe (Spark)``) starts with ``spark`` ready, as on Databricks: a Spark
-Connect session on the stack's Connect server, or with ``--classic`` a local one.
+Connect session on the stack's Connect server, or with ``--classic`` a local one. On Connect,
+the jobs that need a SparkContext go to one job runner shared by every kernel.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def write_kernel(cfg: Config, jupyter_dir: Path, env: dict[str, str]) -> Path:
 def lab(cfg: Config, *, connect: bool, port: int, extra: list[str]) -> int:
     """Start the stack (and its Connect server), convert the notebooks, run JupyterLab."""
     from dlpipe.cli.main import provide_jars, start_connect
+    from dlpipe.cli.notebook_jobs import SOCKET_ENV, runner_env, start_runner
     from dlpipe.core.session import JARS_ENV
     from dlpipe.localstack.stack import Stack
 
@@ -116,8 +118,12 @@ def lab(cfg: Config, *, connect: bool, port: int, extra: list[str]) -> int:
     provide_jars()
     env = {"DLPIPE_STATE_DIR": str(stack.cfg.stack.state_dir),
            "DLPIPE_CONFIG": str(stack.cfg.source.resolve()), JARS_ENV: os.environ.get(JARS_ENV, "")}
+    runner = None
     if connect:
         env["SPARK_REMOTE"] = start_connect(stack)
+        sock = stack.cfg.stack.state_dir / "notebook-jobs.sock"
+        runner = start_runner(sock, env=runner_env(), log=stack.cfg.stack.state_dir / "notebook-jobs.log")
+        env[SOCKET_ENV] = str(sock)
     work = stack.cfg.stack.state_dir.parent / "notebooks"
     for path in convert_all(ROOT / "notebooks", work):
         print(f"converted {path}")
@@ -135,6 +141,9 @@ def lab(cfg: Config, *, connect: bool, port: int, extra: list[str]) -> int:
         return subprocess.call(cmd, env={**os.environ, "JUPYTER_PATH": os.pathsep.join(paths)})
     except KeyboardInterrupt:
         return 130
+    finally:
+        if runner is not None:
+            runner.terminate()
 
 
 def to_py(notebooks: list[Path], dest: Path) -> int:

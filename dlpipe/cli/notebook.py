@@ -14,21 +14,17 @@ Each notebook in ``notebooks/`` starts with ``nb = start(count=500, ...)``, whic
 
 ``nb.run(job, **kwargs)`` calls ``job(spark, cfg, **kwargs)``. On a Spark Connect session a
 job that needs a SparkContext (ingest, multi-worker training, scoring: docs/notebooks.md) runs
-instead in a local Spark application of the notebook's own (``JobRunner``), a child process
-whose output streams into the notebook and whose return value comes back pickled.
+instead on a job runner (``dlpipe.cli.notebook_jobs``): a local Spark application of the
+notebook's own, or the one ``$DLPIPE_NB_JOB_SOCKET`` names; the job's output streams into the
+notebook and its return value comes back.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import pickle
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlpipe.core.config import Config
@@ -37,6 +33,7 @@ from dlpipe.core.errors import DlpipeError
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+    from dlpipe.cli.notebook_jobs import JobRunner
     from dlpipe.datasets.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -44,9 +41,6 @@ log = logging.getLogger(__name__)
 PARAM_ENV_PREFIX = "DLPIPE_NB_"
 SECRET_SCOPE_ENV = "DLPIPE_SECRET_SCOPE"
 SECRET_KEYS = {"s3-access-key": "access_key_env", "s3-secret-key": "secret_key_env"}
-# Set in a process once it has made a Spark Connect session (pyspark then builds Connect
-# Columns everywhere), so a child that runs a classic job must not inherit them.
-_CONNECT_ENV = ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_LOCAL_REMOTE")
 # Parameters that set a config key when a notebook has them.
 PARAM_KEYS = {"epochs": "training.epochs", "batch_size": "training.batch_size",
               "workers": "training.workers", "min_accuracy": "training.min_test_accuracy"}
@@ -116,7 +110,7 @@ class Notebook:
     spark: SparkSession
     params: dict[str, Any]
     figures: int = 0
-    shown: list[Any] = field(default_factory=list, repr=False)
+    runner: JobRunner | None = field(default=None, repr=False)
 
     @property
     def connect(self) -> bool:
@@ -125,14 +119,18 @@ class Notebook:
         return is_connect(self.spark)
 
     def run(self, job: Callable[..., Any], **kwargs: Any) -> Any:
-        """``job(spark, cfg, **kwargs)``; in a child with its own local session when this
-        notebook is on Spark Connect and the job needs a SparkContext."""
+        """``job(spark, cfg, **kwargs)``; on a job runner's local session (``notebook_jobs``)
+        when this notebook is on Spark Connect and the job needs a SparkContext."""
+        from dlpipe.cli.notebook_jobs import JobRunner
+
         name = f"{job.__module__}.{job.__qualname__}"
         if not self.connect or name not in NEEDS_SPARK_CONTEXT:
             return job(self.spark, self.cfg, **kwargs)
-        log.info(f"{name}: needs a SparkContext, which Spark Connect has not; running it in a "
-                 "local Spark application of its own")
-        return run_in_own_session(name, self.cfg, kwargs)
+        log.info(f"{name}: needs a SparkContext, which Spark Connect has not; running it in the "
+                 "notebook's local Spark application")
+        if self.runner is None or not self.runner.alive():
+            self.runner = JobRunner.attach()
+        return self.runner.call(name, self.cfg, kwargs)
 
     def show(self, figure: Any) -> None:
         """Display a figure (matplotlib, or a PNG data URI from dlpipe.cli.report) and count it."""
@@ -155,102 +153,6 @@ def start(**defaults: Any) -> Notebook:
     if dbutils is not None:
         secrets_to_env(cfg, dbutils)
     return Notebook(cfg=cfg, spark=session(cfg), params=params)
-
-
-# -- jobs in a local Spark application of the notebook's own -----------------------------
-
-_DONE = "\x1edlpipe-job-done"
-
-
-class JobRunner:
-    """A child Python holding a local Spark session for the notebook's life: the jobs a Spark
-    Connect session cannot run go there, one after another, on one JVM. Each job's output
-    streams here; its return value comes back pickled, its exception as a DlpipeError."""
-
-    _running: JobRunner | None = None
-
-    def __init__(self) -> None:
-        import atexit
-
-        env = {k: v for k, v in os.environ.items() if k not in _CONNECT_ENV}
-        self.proc = subprocess.Popen([sys.executable, "-m", "dlpipe.cli.notebook"], text=True, env={
-            **env, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT)
-        atexit.register(self.close)
-
-    @classmethod
-    def get(cls) -> JobRunner:
-        if cls._running is None or cls._running.proc.poll() is not None:
-            cls._running = cls()
-        return cls._running
-
-    def call(self, name: str, cfg: Config, kwargs: Mapping[str, Any]) -> Any:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        with tempfile.TemporaryDirectory(prefix="dlpipe-nb-") as tmp:
-            request, answer = Path(tmp, "request.pickle"), Path(tmp, "answer.pickle")
-            request.write_bytes(pickle.dumps({"call": name, "cfg": cfg, "kwargs": dict(kwargs)}))
-            self.proc.stdin.write(f"{request}\t{answer}\n")
-            self.proc.stdin.flush()
-            status = None
-            for line in self.proc.stdout:
-                if _DONE in line:  # after the job's last output, which may lack a newline
-                    before, _, status = line.partition(_DONE)
-                    if before:
-                        print(before, flush=True)
-                    status = status.strip()
-                    break
-                print(line, end="", flush=True)
-            if status != "ok":
-                raise DlpipeError(f"{name} failed in the notebook's local Spark session "
-                                  f"({'see its traceback above' if status else 'the runner exited'})")
-            return pickle.loads(answer.read_bytes())
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.stdin.close()  # the runner stops its session and exits
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-def run_in_own_session(name: str, cfg: Config, kwargs: Mapping[str, Any]) -> Any:
-    """``name(spark, cfg, **kwargs)`` on the notebook's local Spark session (``JobRunner``)."""
-    return JobRunner.get().call(name, cfg, kwargs)
-
-
-def _serve() -> int:
-    """The runner: one job per line of stdin (request and answer paths), a done line after each."""
-    import importlib
-    import traceback
-
-    from dlpipe.cli.main import provide_jars
-    from dlpipe.core import logs
-    from dlpipe.core.config import with_overrides
-    from dlpipe.core.session import REMOTE_KEY, get_spark
-
-    logs.setup()
-    provide_jars()
-    spark = None
-    for line in sys.stdin:
-        request, answer = (Path(p) for p in line.rstrip("\n").split("\t"))
-        try:
-            job = pickle.loads(request.read_bytes())
-            module, _, func = job["call"].rpartition(".")
-            cfg: Config = job["cfg"]
-            conf = {k: v for k, v in cfg.spark.conf.items() if k != REMOTE_KEY}
-            cfg = with_overrides(cfg, {"spark.conf": conf})
-            spark = spark or get_spark(cfg, app_name="dlpipe-notebook-jobs")
-            result = getattr(importlib.import_module(module), func)(spark, cfg, **job["kwargs"])
-            answer.write_bytes(pickle.dumps(result))
-            status = "ok"
-        except Exception:
-            traceback.print_exc()
-            status = "error"
-        print(f"{_DONE} {status}", flush=True)
-    if spark is not None:
-        spark.stop()
-    return 0
 
 
 # -- inputs a notebook can make for itself, so that each one also runs alone -------------
@@ -330,6 +232,3 @@ def ensure_model(nb: Notebook, *, count: int, workers: int = 1) -> int:
                           fix="train longer (epochs) or lower training.min_test_accuracy")
     return version
 
-
-if __name__ == "__main__":
-    sys.exit(_serve())

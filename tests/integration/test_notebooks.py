@@ -3,6 +3,7 @@
 The notebooks run in order against the test stack with a topic, tables, dataset and model of
 this run (environment overrides) and small data (``DLPIPE_NB_*`` parameters), so a later
 notebook finds what an earlier one made; each makes what it lacks, so any one also runs alone.
+The jobs Spark Connect cannot run go to one shared job runner (``dlpipe.cli.notebook_jobs``).
 Their last cells assert (counts add up, accuracy above a bar, figures shown); a failing cell
 fails the test with the cell's source and traceback, and the executed notebook is kept.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from dlpipe.cli.jupyter import to_ipynb
+from dlpipe.cli.notebook_jobs import SOCKET_ENV, runner_env, start_runner
 from dlpipe.core.process import free_ports
 from dlpipe.localstack.services import connect_url, spark_connect_service
 from dlpipe.localstack.stack import Stack
@@ -47,7 +49,19 @@ def spark_remote(stack: Stack):
 
 
 @pytest.fixture(scope="module")
-def notebook_env(test_env: dict[str, str], cfg, spark_remote: str) -> dict[str, str]:
+def job_socket(test_env: dict[str, str], tmp_path_factory):
+    """One job runner for every notebook of the run: their ingest, training and scoring share
+    a warm local Spark application, as in `dlpipe notebook`."""
+    folder = tmp_path_factory.mktemp("jobs")
+    path = folder / "jobs.sock"
+    runner = start_runner(path, env=runner_env(test_env), log=folder / "runner.log")
+    yield path
+    runner.terminate()
+    runner.wait(60)
+
+
+@pytest.fixture(scope="module")
+def notebook_env(test_env: dict[str, str], cfg, spark_remote: str, job_socket: Path) -> dict[str, str]:
     run = f"nb-{uuid.uuid4().hex[:8]}"
     lake, ckpt = cfg.buckets.lake, cfg.buckets.checkpoints
     isolation = {
@@ -61,7 +75,7 @@ def notebook_env(test_env: dict[str, str], cfg, spark_remote: str) -> dict[str, 
         "EXPORT__DATASET": run,
         "TRAINING__MODEL_NAME": run,
     }
-    return {**test_env, **PARAMS, "SPARK_REMOTE": spark_remote,
+    return {**test_env, **PARAMS, "SPARK_REMOTE": spark_remote, SOCKET_ENV: str(job_socket),
             **{f"DLPIPE__{key}": value for key, value in isolation.items()}}
 
 

@@ -27,7 +27,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends openjdk-17-jdk-headless maven \
  && rm -rf /var/lib/apt/lists/*
 RUN pip install --no-cache-dir "uv==${UV_VERSION}"
-ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH UV_NO_CACHE=1
+ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH UV_NO_CACHE=1 UV_COMPILE_BYTECODE=1
 WORKDIR /src
 COPY requirements.lock setup.cfg pyproject.toml README.md ./
 RUN uv venv --python /usr/local/bin/python3.11 /opt/venv \

@@ -19,7 +19,7 @@ test: setup lint  ## lint, then every test against the real local stack
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup  ## the tests that need no service (stack down is fine), in under 2 minutes
-	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not integration" -n 2 $(PYTEST_ARGS)
 
 lint: setup  ## ruff, and the import layers (import-linter)
 	$(VENV)/bin/ruff check .

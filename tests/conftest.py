@@ -13,6 +13,7 @@ Nothing here skips: a missing install fails with the command that fixes it.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,30 @@ from dlpipe.localstack.stack import Stack, running_stack
 ROOT = Path(__file__).resolve().parents[1]
 TEST_STATE_DIR = Path(os.environ.get("DLPIPE_TEST_STATE_DIR", ROOT / ".dlpipe" / "test-stack"))
 NEEDS_STACK = pytest.StashKey[bool]()
+
+
+SPARK_TEST = re.compile(r"^def test_\w+\([^)]*\bspark\b", re.M)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``make test-unit`` runs on two xdist workers: every test module that takes a Spark
+    session goes to one worker (one JVM in the run) while the other takes TensorFlow, checkov
+    and the pure Python tests; other modules go whole to whichever worker is free.
+
+    xdist's own ``--dist loadgroup`` would say this with a mark, but it does not group on
+    pytest 9 (pytest-dev/pytest-xdist#1386), so the grouping is by module, read from source.
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    spark_modules = {str(p.relative_to(config.rootpath)) for p in (ROOT / "tests").rglob("test_*.py")
+                     if SPARK_TEST.search(p.read_text())}
+
+    class SparkOnOneWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "spark" if module in spark_modules else module
+
+    return SparkOnOneWorker(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -40,6 +40,9 @@ class Reason(StrEnum):
     TYPE_MISMATCH = "TYPE_MISMATCH"
     KEY_ID_MISMATCH = "KEY_ID_MISMATCH"
     BAD_EVENT_TIME = "BAD_EVENT_TIME"
+    # Ahead of the ingest clock: the Kafka timestamp is the producer's, so a record stamped
+    # years ahead in both would otherwise pass BAD_EVENT_TIME and move the watermark for good.
+    FUTURE_EVENT_TIME = "FUTURE_EVENT_TIME"
     UNKNOWN_LABEL = "UNKNOWN_LABEL"
     BAD_BASE64 = "BAD_BASE64"
     IMAGE_TOO_LARGE = "IMAGE_TOO_LARGE"

@@ -149,6 +149,8 @@ class IngestConfig(_Section):
     watermark_delay_s: int = 3600
     max_event_age_days: int = 3650
     max_clock_skew_s: int = 300
+    max_future_skew_s: int = 900          # ahead of the ingest clock: FUTURE_EVENT_TIME
+    lease_ttl_s: float = 60.0             # one driver per checkpoint (dlpipe.core.lease); 0: off
 
 
 class ReaderConfig(_Section):

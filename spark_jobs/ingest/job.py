@@ -76,23 +76,62 @@ def summary(batches: list[dict[str, Any]], seconds: float) -> str:
     return "\n".join(lines)
 
 
-def run(spark: SparkSession, cfg: Config, *, once: bool) -> list[dict[str, Any]]:
+class CheckpointGuard:
+    """The checkpoint's lease (dlpipe.core.lease) and the queries to stop if it is lost."""
+
+    def __init__(self, cfg: Config) -> None:
+        from dlpipe.core.lease import path_lease
+
+        self.running: list[StreamingQuery] = []
+        self.lost: list[Exception] = []
+        self._lease = path_lease(cfg, cfg.ingest.checkpoint, owner=f"ingest {cfg.ingest.query_name}",
+                                 ttl_s=cfg.ingest.lease_ttl_s, on_lost=self._stop_writing)
+
+    def _stop_writing(self, exc: Exception) -> None:
+        self.lost.append(exc)
+        for query in self.running:
+            query.stop()
+
+    def __enter__(self) -> CheckpointGuard:
+        self._lease.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lease.__exit__(*exc)
+        if self.lost and exc[0] is None:
+            raise self.lost[0]
+
+
+def run(spark: SparkSession, cfg: Config, *, once: bool,
+        guard: CheckpointGuard | None = None) -> list[dict[str, Any]]:
+    """Run the query while holding the checkpoint's lease (one driver per checkpoint)."""
+    if guard is None:
+        with CheckpointGuard(cfg) as own:
+            return _run_query(spark, cfg, once=once, running=own.running)
+    return _run_query(spark, cfg, once=once, running=guard.running)
+
+
+def _run_query(spark: SparkSession, cfg: Config, *, once: bool,
+               running: list[StreamingQuery]) -> list[dict[str, Any]]:
     started = time.monotonic()
     query, sink = start_query(spark, cfg, once=once)
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def stop(signum: int, frame: Any) -> None:
-        log.info(f"ingest: signal {signum}, stopping after the current micro-batch")
-        query.stop()
-
-    signal.signal(signal.SIGTERM, stop)
+    running.append(query)
+    # The handlers only set a flag: the main thread is inside a py4j call (awaitTermination),
+    # and a py4j call from a signal handler on that thread breaks its connection (the driver
+    # then died with a Py4JError instead of finishing the running micro-batch).
+    stopping: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: stopping.append(signum))
     try:
-        query.awaitTermination()
-    except KeyboardInterrupt:
-        log.info("ingest: interrupted, stopping after the current micro-batch")
-        query.stop()
+        while not query.awaitTermination(1.0):
+            if stopping:
+                log.info(f"ingest: signal {stopping[0]}, stopping after the current micro-batch")
+                query.stop()
+                break
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if query.exception() is not None:
         raise RuntimeError(f"ingest query failed: {query.exception()}")
     print(summary(sink.batches, time.monotonic() - started))
@@ -112,8 +151,10 @@ def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None
 
     args = parse_args(argv)
     cfg = config_from_args(args)
-    session = get_spark(cfg, app_name="dlpipe-ingest", spark=spark)
-    run(session, cfg, once=args.once)
+    # The lease first: a second driver on this checkpoint fails in a second, before a session.
+    with CheckpointGuard(cfg) as guard:
+        session = get_spark(cfg, app_name="dlpipe-ingest", spark=spark)
+        run(session, cfg, once=args.once, guard=guard)
     return 0
 
 

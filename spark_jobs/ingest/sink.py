@@ -82,7 +82,7 @@ class IngestSink:
             mark = now
 
         # The one wide frame: every image is decoded once, here, and read from the cache after.
-        classified = T.classify(T.parse(batch, ingest), ingest, self._inspect).persist()
+        classified = T.classify(T.parse(batch, ingest), ingest, self._inspect, now=started_at).persist()
         flags = None
         try:
             reasons, batch_newest, oldest_date = T.batch_summary(classified)

@@ -9,7 +9,7 @@ about earlier batches, and end as ``clean_rows`` or ``quarantine_rows``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -148,11 +148,19 @@ def _attributes(ingest: IngestConfig) -> Column:
     return F.expr(f"map_from_entries(transform({arr}, x -> struct(x.k, x.v)))")
 
 
-def classify(df: DataFrame, ingest: IngestConfig, inspect_images: Callable[..., Column]) -> DataFrame:
-    """Add ``reason_code`` / ``reason_detail`` (null for a clean row) and the image result."""
+def classify(df: DataFrame, ingest: IngestConfig, inspect_images: Callable[..., Column],
+             now: datetime | None = None) -> DataFrame:
+    """Add ``reason_code`` / ``reason_detail`` (null for a clean row) and the image result.
+
+    ``now`` is the ingest clock that event times may not run ahead of (the batch's start in
+    the sink; the current time when None).
+    """
     versions = ", ".join(str(int(v)) for v in ingest.schema_versions)
     classes = "array(" + ", ".join(_sql_str(c) for c in ingest.classes) + ")"
     skew, age = ingest.max_clock_skew_s, ingest.max_event_age_days
+    clock = "current_timestamp()" if now is None else \
+        f"TIMESTAMP '{now.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f')}+00:00'"
+    ahead = f"{clock} + INTERVAL {int(ingest.max_future_skew_s)} SECONDS"
     checks: list[tuple[str, str, str]] = [
         (Reason.EMPTY_VALUE, "value IS NULL OR length(value) = 0", "'empty Kafka value'"),
         (Reason.NULL_KEY, "key IS NULL", "'Kafka key is null (must be the record id)'"),
@@ -173,6 +181,9 @@ def classify(df: DataFrame, ingest: IngestConfig, inspect_images: Callable[..., 
          " WHEN event_time IS NOT NULL AND NOT _event_time_zoned THEN ' has no time zone (RFC 3339"
          " needs Z or +hh:mm)' ELSE ' is unparseable or too far from the Kafka timestamp ' ||"
          " CAST(timestamp AS STRING) END"),
+        (Reason.FUTURE_EVENT_TIME, f"event_time > {ahead}",
+         f"'event_time ' || CAST(event_time AS STRING) || ' is more than "
+         f"{int(ingest.max_future_skew_s)} s ahead of the ingest clock ' || CAST({clock} AS STRING)"),
         (Reason.UNKNOWN_LABEL, f"NOT array_contains({classes}, label)",
          "'label ' || label || ' is not in the class map'"),
     ]

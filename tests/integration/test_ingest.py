@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -185,3 +186,41 @@ def test_dedupe_is_exact_inside_the_horizon_across_batches_and_documented_beyond
     assert [(b["clean"], b["duplicates"]) for b in job.run(spark, cfg, once=True)] == [(1, 0)]
     ids = sorted(r["id"] for r in delta_rows(cfg, cfg.tables.clean, ["id"]))
     assert ids == ["h-0", "h-0", "h-1", "h-2"]
+
+
+def test_a_record_stamped_ahead_does_not_make_later_records_late(spark, cfg):
+    """Issue 17, poisoned watermark. A producer sets the Kafka timestamp too; the broker
+    refuses one more than an hour ahead (Kafka 4's log.message.timestamp.after.max.ms), so
+    the record is stamped 50 min ahead and its event time 4 min later: inside
+    max_clock_skew_s of its Kafka timestamp, so BAD_EVENT_TIME let it through, and it moved
+    the watermark past every honest record that followed (LATE_EVENT). Now it is
+    FUTURE_EVENT_TIME and the honest records after it are clean."""
+    from datetime import timedelta
+
+    from confluent_kafka import Producer
+
+    from dlpipe.produce.records import Message, encode, record
+
+    cfg = isolated(cfg, "poison")
+    now, samples = datetime.now(UTC), list(itertools.islice(digits(), 4))
+    stamped = now + timedelta(minutes=50)
+    poison = record(id="p-poison", label=samples[0].label, image=samples[0].image, source="s",
+                    event_time=stamped + timedelta(minutes=4))
+    errors: list[object] = []
+    producer = Producer({"bootstrap.servers": cfg.kafka_bootstrap_servers})
+    producer.produce(cfg.kafka.topics["raw"].name, key=b"p-poison", value=encode(poison),
+                     timestamp=int(stamped.timestamp() * 1000),
+                     on_delivery=lambda err, msg: errors.append(err) if err else None)
+    assert producer.flush(30) == 0 and not errors, errors
+    first = job.run(spark, cfg, once=True)
+    assert sum((Counter(b["reasons"]) for b in first), Counter()) == {"FUTURE_EVENT_TIME": 1}, first
+    assert sum(b["clean"] for b in first) == 0
+
+    honest = [record(id=f"p-{i}", label=s.label, image=s.image, source="s", event_time=now)
+              for i, s in enumerate(samples[1:])]
+    produce(cfg, iter((r["id"], Message(r["id"].encode(), encode(r), "valid", None)) for r in honest),
+            count=len(honest), rate=0, log_path=None)
+    second = job.run(spark, cfg, once=True)
+    assert sum(b["clean"] for b in second) == 3 and not any(b["reasons"] for b in second), second
+    quarantined = delta_rows(cfg, cfg.tables.quarantine, ["id", "reason_code"])
+    assert quarantined == [{"id": "p-poison", "reason_code": "FUTURE_EVENT_TIME"}]

@@ -113,6 +113,27 @@ def test_an_event_time_without_a_zone_is_quarantined(spark, ingest, inspect_udf,
         assert "has no time zone" in quarantined[0].reason_detail
 
 
+def test_a_record_stamped_ahead_of_the_ingest_clock_cannot_move_the_watermark(spark, ingest,
+                                                                            inspect_udf):
+    """Producer and Kafka timestamp both two years ahead: FUTURE_EVENT_TIME, and the newest
+    event time the watermark is taken from is still the honest record's."""
+    ahead = NOW + timedelta(days=730)
+    poisoned = {**digit(3), "id": "d-poison", "event_time": ahead.isoformat().replace("+00:00", "Z")}
+    rows = [(b"d-poison", encode(poisoned), "raw", 0, 0, ahead.replace(tzinfo=None), 0),
+            (b"d-1", encode(digit(1)), "raw", 0, 1, NOW.replace(tzinfo=None), 0)]
+    df = T.classify(T.parse(spark.createDataFrame(rows, KAFKA_DDL), ingest), ingest, inspect_udf,
+                    now=NOW + timedelta(seconds=ingest.max_future_skew_s - 60)).cache()
+    [row] = T.quarantine_rows(df, 0).collect()
+    assert (row.id, row.reason_code) == ("d-poison", Reason.FUTURE_EVENT_TIME)
+    assert "ahead of the ingest clock" in row.reason_detail, row.reason_detail
+    reasons, newest, _ = T.batch_summary(df)
+    assert reasons == {None: 1, str(Reason.FUTURE_EVENT_TIME): 1}
+    assert newest == NOW.replace(tzinfo=None), "only accepted records move the watermark"
+    within = T.classify(T.parse(spark.createDataFrame(rows[1:], KAFKA_DDL), ingest), ingest,
+                        inspect_udf, now=NOW - timedelta(seconds=ingest.max_future_skew_s - 60))
+    assert T.quarantine_rows(within, 0).count() == 0, "inside the allowed skew is clean"
+
+
 def test_batch_summary_counts_reasons_and_bounds_clean_event_times(spark):
     rows = [("a", None, datetime(2026, 11, 20, 23, 0)), ("b", None, datetime(2026, 11, 22, 1, 0)),
             ("c", "NOT_JSON", datetime(2026, 11, 1, 0, 0)), ("d", "NOT_JSON", None)]

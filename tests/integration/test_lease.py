@@ -1,0 +1,134 @@
+"""One driver per checkpoint (issue 17): the lease of dlpipe.core.lease on the real MinIO,
+held by real processes that are killed, stopped and continued."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from dlpipe.core.lease import Lease, LeaseHeld, lease_key
+from dlpipe.core.s3 import s3_client, split_uri
+from tests.helpers import isolated, send
+
+pytestmark = pytest.mark.integration
+
+HOLDER = """
+import logging, os, sys, time
+logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+from dlpipe.core.config import load_config
+from dlpipe.core.lease import path_lease
+
+def lost(exc):
+    print("LOST", exc, flush=True)
+    os._exit(3)
+
+with path_lease(load_config(), sys.argv[1], owner="holder-test", ttl_s=float(sys.argv[2]),
+                on_lost=lost):
+    print("HELD", flush=True)
+    time.sleep(600)
+"""
+
+
+def start_holder(test_env: dict[str, str], uri: str, ttl_s: float) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, uri, str(ttl_s)], env=test_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("HELD"):
+            return proc
+    raise AssertionError(f"the holder did not take the lease (exit {proc.wait()})")
+
+
+@pytest.fixture()
+def path(cfg) -> str:
+    return f"s3a://{cfg.buckets.checkpoints}/test/lease-{uuid.uuid4().hex[:8]}"
+
+
+def lease(cfg, path: str, ttl_s: float = 60) -> Lease:
+    bucket, key = split_uri(path)
+    return Lease(s3_client(cfg), bucket, key, owner="the test", ttl_s=ttl_s)
+
+
+def test_a_second_driver_is_refused_by_name_and_a_killed_one_is_taken_over_at_once(cfg, test_env,
+                                                                                  path):
+    holder = start_holder(test_env, path, ttl_s=60)
+    try:
+        with pytest.raises(LeaseHeld, match=rf"held by holder-test \(pid {holder.pid} on "):
+            lease(cfg, path).acquire()
+    finally:
+        holder.kill()
+        holder.wait(10)
+    # Its process is gone and it ran on this host: no need to wait 60 s for expiry.
+    taken = lease(cfg, path).acquire()
+    taken.release()
+    body = read_lease(cfg, path)
+    assert body["owner"] == "the test" and body["released"] is True
+
+
+def test_a_stalled_driver_loses_the_lease_to_expiry_and_stops_when_it_wakes(cfg, test_env, path):
+    holder = start_holder(test_env, path, ttl_s=3)
+    try:
+        holder.send_signal(signal.SIGSTOP)  # alive, but renewing nothing
+        with pytest.raises(LeaseHeld):
+            lease(cfg, path, ttl_s=3).acquire()
+        time.sleep(4.5)
+        with lease(cfg, path, ttl_s=3):
+            holder.send_signal(signal.SIGCONT)
+            assert holder.wait(20) == 3, "the woken driver must stop, not write on"
+            assert holder.stdout is not None
+            assert "another driver took over" in holder.stdout.read()
+            assert read_lease(cfg, path)["owner"] == "the test"
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+
+
+def test_two_ingest_drivers_on_one_checkpoint(cfg, test_env, tmp_path):
+    """The second ``dlpipe ingest`` fails before it starts Spark, naming the first; the first,
+    stopped with SIGTERM, gives the lease back."""
+    cfg = isolated(cfg, "two")
+    sets = [f"--set=kafka.topics.raw.name={cfg.kafka.topics['raw'].name}",
+            f"--set=tables.clean={cfg.tables.clean}", f"--set=tables.quarantine={cfg.tables.quarantine}",
+            f"--set=tables.ingest_batches={cfg.tables.ingest_batches}",
+            f"--set=ingest.checkpoint={cfg.ingest.checkpoint}",
+            f"--set=ingest.query_name={cfg.ingest.query_name}", "--set=ingest.trigger_interval=2 seconds"]
+    exe = str(Path(sys.executable).parent / "dlpipe")
+    send(cfg, tmp_path / "sent.jsonl", count=50)
+    first = subprocess.Popen([exe, "ingest", *sets], env=test_env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        assert first.stdout is not None
+        deadline = time.monotonic() + 240
+        for line in first.stdout:
+            if '"event": "ingest_batch"' in line:
+                break
+            assert time.monotonic() < deadline, "no micro-batch within 240 s"
+        started = time.monotonic()
+        second = subprocess.run([exe, "ingest", "--once", *sets], env=test_env, capture_output=True,
+                                text=True, timeout=120)
+        took = time.monotonic() - started
+        assert second.returncode != 0
+        assert f"held by ingest {cfg.ingest.query_name} (pid {first.pid} on " in second.stderr, \
+            second.stderr[-2000:]
+        assert "fix: stop the other driver first" in second.stderr and "Traceback" not in second.stderr
+        assert took < 30, f"the second driver took {took:.0f} s to fail (it must not start Spark)"
+        first.send_signal(signal.SIGTERM)  # the driver only: it stops its query, then the JVM
+        rest, _ = first.communicate(timeout=120)
+        assert first.returncode == 0, rest[-3000:]
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert read_lease(cfg, cfg.ingest.checkpoint)["released"] is True
+
+
+def read_lease(cfg, path: str) -> dict:
+    bucket, key = split_uri(path)
+    return json.loads(s3_client(cfg).get_object(Bucket=bucket, Key=lease_key(key))["Body"].read())

@@ -113,6 +113,9 @@ def run(spark: SparkSession, cfg: Config, *, once: bool,
 
 def _run_query(spark: SparkSession, cfg: Config, *, once: bool,
                running: list[StreamingQuery]) -> list[dict[str, Any]]:
+    from spark_jobs.ingest.table_check import check_clean_table
+
+    check_clean_table(spark, cfg.ingest, cfg.tables.clean)
     started = time.monotonic()
     query, sink = start_query(spark, cfg, once=once)
     running.append(query)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -224,3 +225,22 @@ def test_a_record_stamped_ahead_does_not_make_later_records_late(spark, cfg):
     assert sum(b["clean"] for b in second) == 3 and not any(b["reasons"] for b in second), second
     quarantined = delta_rows(cfg, cfg.tables.quarantine, ["id", "reason_code"])
     assert quarantined == [{"id": "p-poison", "reason_code": "FUTURE_EVENT_TIME"}]
+
+
+def test_a_config_the_clean_table_cannot_take_is_refused_before_the_query(spark, cfg, tmp_path):
+    """Issue 17: a new derived column crash-looped the query (every append failed); a new
+    image size was appended silently. Both are refused at start, naming the fix."""
+    from dlpipe.core.config import with_overrides
+    from dlpipe.core.errors import ConfigError
+
+    cfg = isolated(cfg, "schema")
+    send(cfg, tmp_path / "sent.jsonl", count=20)
+    assert sum(b["clean"] for b in job.run(spark, cfg, once=True)) == 20
+    derived = {**cfg.ingest.rules.derived, "camera": "'cam-1'"}
+    for change, says in [({"ingest.rules.derived": derived}, "adds column(s) camera"),
+                         ({"ingest.image.target_height": 16, "ingest.image.target_width": 16},
+                          "holds 8x8x1 images and ingest.image.target_* is now 16x16x1")]:
+        with pytest.raises(ConfigError, match=re.escape(says)) as refused:
+            job.run(spark, with_overrides(cfg, change), once=True)
+        assert "fix: write to a new table" in str(refused.value)
+    assert not spark.streams.active

@@ -67,6 +67,22 @@ class RunStore:
     def _put_json(self, name: str, data: Any) -> None:
         write_marker(self.client, self.bucket, f"{self.prefix}/{name}", json.dumps(data, indent=1))
 
+    # -- the dataset the run started on -------------------------------------------------
+    def pinned_dataset(self) -> dict[str, Any] | None:
+        return self._get_json("dataset.json")
+
+    def pin_dataset(self, pinned: dict[str, Any]) -> None:
+        """Written once, at the run's first start (a conditional PUT: a concurrent first start
+        of the same run id loses here rather than train on another dataset)."""
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=f"{self.prefix}/dataset.json",
+                                   Body=json.dumps(pinned, indent=1).encode(), IfNoneMatch="*")
+        except self.client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412"):
+                raise
+            raise CheckpointError(f"run {self.run_id} was started twice at once ({self.uri})",
+                                  fix="give each training its own --run-id") from None
+
     # -- checkpoints -------------------------------------------------------------------
     def latest(self) -> dict[str, Any] | None:
         return self._get_json("latest.json")

@@ -85,6 +85,8 @@ class S3Config(_Section):
     path_style: bool = True
     access_key_env: str = "DLPIPE_S3_ACCESS_KEY"
     secret_key_env: str = "DLPIPE_S3_SECRET_KEY"
+    # One writer per ingest checkpoint, dataset version and predictions table (dlpipe.core.lease)
+    lease_ttl_s: float = 60.0
 
 
 class BucketsConfig(_Section):
@@ -150,7 +152,6 @@ class IngestConfig(_Section):
     max_event_age_days: int = 3650
     max_clock_skew_s: int = 300
     max_future_skew_s: int = 900          # ahead of the ingest clock: FUTURE_EVENT_TIME
-    lease_ttl_s: float = 60.0             # one driver per checkpoint (dlpipe.core.lease); 0: off
 
 
 class ReaderConfig(_Section):

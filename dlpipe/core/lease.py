@@ -146,7 +146,7 @@ class Lease:
         raise DlpipeError(f"the object store at {self.uri} ignores If-None-Match: it cannot "
                           f"keep two drivers off one checkpoint",
                           fix="use a store with conditional writes (MinIO, AWS S3, GCS via its "
-                              "S3 API); or set ingest.lease_ttl_s: 0 to run without a lease")
+                              "S3 API); or set s3.lease_ttl_s: 0 to run without a lease")
 
     def release(self) -> None:
         self._stop.set()

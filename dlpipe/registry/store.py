@@ -18,6 +18,7 @@ whether it is promoted. Serving takes the newest complete, promoted version.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,19 +59,41 @@ def serving_version(client: S3Client, bucket: str, model: str) -> int | None:
 
 
 def reserve_version(client: S3Client, bucket: str, model: str) -> int:
+    """The next free version number, taken with a conditional PUT (If-None-Match): of two
+    concurrent reservations one gets the number and the other the next. A 409 (S3's answer
+    when two conditional writes of one key overlap) is retried; a store that ignores
+    If-None-Match is refused, as it would hand one number to two trainings."""
     taken = set(_versions_in(client, bucket, f"{model}/")) | set(
         _versions_in(client, bucket, f"{model}/_versions/"))
     version = max(taken, default=0) + 1
-    for _ in range(100):
+    for attempt in range(100):
+        key = f"{model}/_versions/{version}"
         try:
-            client.put_object(Bucket=bucket, Key=f"{model}/_versions/{version}", Body=b"",
-                              IfNoneMatch="*")
-            return version
+            client.put_object(Bucket=bucket, Key=key, Body=b"", IfNoneMatch="*")
         except client.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412"):
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("ConditionalRequestConflict", "409"):
+                time.sleep(0.05 * (attempt + 1))  # the other writer finishes; ask again
+                continue
+            if code not in ("PreconditionFailed", "412"):
                 raise
             version += 1
+            continue
+        _require_conditional_writes(client, bucket, key)
+        return version
     raise DlpipeError(f"could not reserve a version of model {model!r} in s3://{bucket}")
+
+
+def _require_conditional_writes(client: S3Client, bucket: str, key: str) -> None:
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=b"", IfNoneMatch="*")
+    except client.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+            return
+        raise
+    raise DlpipeError(f"the object store at s3://{bucket} ignores If-None-Match: two trainings "
+                      "could publish the same model version",
+                      fix="use a store with conditional writes (MinIO, AWS S3, GCS's S3 API)")
 
 
 def publish_model(client: S3Client, bucket: str, model: str, saved_model_dir: Path, *,

@@ -7,7 +7,8 @@ Run with spark-submit (connector jars from ``dlpipe jars``)::
 
 or as ``dlpipe export``. Without ``--version`` the table's latest version is exported and
 recorded in the manifest. A version that already has a manifest is left as it is unless
-``--overwrite`` is given. Only one export of a dataset version may run at a time.
+``--overwrite`` is given. One export of a dataset version runs at a time: a second fails at
+start naming the first (a lease next to the version folder, ``dlpipe/core/lease.py``).
 """
 
 from __future__ import annotations
@@ -93,7 +94,38 @@ def split_stats(df: DataFrame, classes: list[str]) -> tuple[dict[str, Counter], 
 
 def export(spark: SparkSession, cfg: Config, *, version: int | None = None,
            dataset: str | None = None, overwrite: bool = False) -> Manifest:
+    """Export the table's given (or latest) version; a published one is kept unless
+    ``overwrite``. One export of a dataset version at a time (a lease, dlpipe.core.lease)."""
+    from dlpipe.core.lease import path_lease
     from dlpipe.core.s3 import check_name, s3_client
+    from spark_jobs.export.transforms import check_fractions
+
+    started = time.monotonic()
+    name = check_name("dataset", dataset or cfg.export.dataset)
+    check_fractions(cfg.export.split)  # a config mistake is named before anything runs
+    table = cfg.tables.clean
+    bucket = cfg.buckets.datasets
+    client = s3_client(cfg)
+    version, committed = table_version(spark, table, version)
+    prefix = dataset_prefix(name, version)
+    export_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    # One export of a dataset version at a time: the other would remove this one's staged
+    # shards (remove_stale_staging) or unpublish what it just published.
+    with path_lease(cfg, f"s3a://{bucket}/{prefix}", owner=f"export {export_id}",
+                    ttl_s=cfg.s3.lease_ttl_s):
+        existing = read_manifest(client, bucket, prefix)  # read under the lease
+        if existing is not None and not overwrite:
+            log.info(f"export: {existing.uri} is already published (Delta version {version}); "
+                     "pass --overwrite to write it again")
+            return existing
+        return _export_version(spark, cfg, name=name, version=version, committed=committed,
+                               export_id=export_id, existing=existing, started=started)
+
+
+def _export_version(spark: SparkSession, cfg: Config, *, name: str, version: int, committed: Any,
+                    export_id: str, existing: Manifest | None, started: float) -> Manifest:
+    """Write the shards of one table version to staging, check them, publish (lease held)."""
+    from dlpipe.core.s3 import s3_client
     from spark_jobs.export import publish
     from spark_jobs.export.shards import INPUT_COLUMNS, OUTPUT_DDL, ShardTarget, make_shard_writer
     from spark_jobs.export.transforms import (
@@ -105,20 +137,9 @@ def export(spark: SparkSession, cfg: Config, *, version: int | None = None,
         with_split,
     )
 
-    started = time.monotonic()
-    name = check_name("dataset", dataset or cfg.export.dataset)
     fractions = check_fractions(cfg.export.split)
-    table = cfg.tables.clean
-    bucket = cfg.buckets.datasets
-    client = s3_client(cfg)
-    version, committed = table_version(spark, table, version)
+    table, bucket, client = cfg.tables.clean, cfg.buckets.datasets, s3_client(cfg)
     prefix = dataset_prefix(name, version)
-    existing = read_manifest(client, bucket, prefix)
-    if existing is not None and not overwrite:
-        log.info(f"export: {existing.uri} is already published (Delta version {version}); "
-                 "pass --overwrite to write it again")
-        return existing
-    export_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     staging = f"{prefix}/{STAGING}/{export_id}"
     log.info(f"export: {table}@v{version} -> s3://{bucket}/{prefix}/ (export {export_id})")
     publish.remove_stale_staging(client, bucket, prefix)

@@ -85,7 +85,7 @@ class CheckpointGuard:
         self.running: list[StreamingQuery] = []
         self.lost: list[Exception] = []
         self._lease = path_lease(cfg, cfg.ingest.checkpoint, owner=f"ingest {cfg.ingest.query_name}",
-                                 ttl_s=cfg.ingest.lease_ttl_s, on_lost=self._stop_writing)
+                                 ttl_s=cfg.s3.lease_ttl_s, on_lost=self._stop_writing)
 
     def _stop_writing(self, exc: Exception) -> None:
         self.lost.append(exc)

@@ -8,8 +8,9 @@ Run with spark-submit (connector jars from ``dlpipe jars``)::
 or as ``dlpipe score``. Without ``--version`` the model's serving version (newest promoted)
 scores. By default only rows this version has not scored yet are scored; ``--all`` scores
 every row again and replaces their predictions. Either way the table holds at most one row
-per (id, model, version): rows go in by a Delta MERGE on that key, so a re-run, or two runs
-at once, add nothing twice.
+per (id, model, version): rows go in by a Delta MERGE on that key, so a re-run adds nothing
+twice. One scoring runs at a time per predictions table: a second ``dlpipe score`` fails at
+start naming the first (a lease next to the table, ``dlpipe/core/lease.py``).
 """
 
 from __future__ import annotations
@@ -125,12 +126,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None) -> int:
+    from dlpipe.core.lease import path_lease
     from dlpipe.core.session import get_spark
 
     args = parse_args(argv)
     cfg = config_from_args(args)
-    session = get_spark(cfg, app_name="dlpipe-score", spark=spark)
-    report = score(session, cfg, model=args.model, version=args.version, rescore=args.rescore)
+    # One scoring at a time per predictions table, taken before the session so a second run
+    # fails in a second: concurrent MERGEs conflict, and on S3 Delta's single-driver log
+    # store can lose one of two commits.
+    with path_lease(cfg, cfg.tables.predictions, owner=f"score {args.model or 'default'}",
+                    ttl_s=cfg.s3.lease_ttl_s):
+        session = get_spark(cfg, app_name="dlpipe-score", spark=spark)
+        report = score(session, cfg, model=args.model, version=args.version, rescore=args.rescore)
     log.info(f"{report.scored:,} rows scored in {report.seconds:.1f}s ({report.rate:,.0f} rows/s); "
              f"{report.total:,} predictions of {report.model} v{report.version} in {report.table}")
     return 0

@@ -17,6 +17,7 @@ import argparse
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -97,15 +98,46 @@ class _EpochReporter(threading.Thread):
         self.printed = max(self.printed, len(records))
 
 
+def default_run_id(model_name: str) -> str:
+    """The model, the start time and a random part: two runs started in the same second must
+    not share a checkpoint folder (the second would resume the first)."""
+    return f"{model_name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+def pinned_manifest(client: Any, cfg: Config, store: Any, *, dataset: str | None,
+                    version: int | None) -> Any:
+    """The dataset a run trains on, pinned in its checkpoint folder at its first start: a
+    resumed run keeps it (a newer export since does not change what it trains on) and refuses
+    another one asked for, or one overwritten in place since (another export id)."""
+    from dlpipe.datasets.manifest import open_manifest
+
+    pinned = store.pinned_dataset()
+    if pinned is None:
+        manifest = open_manifest(client, cfg.buckets.datasets, dataset or cfg.export.dataset, version)
+        store.pin_dataset({"dataset": manifest.dataset, "version": manifest.delta_version,
+                           "export_id": manifest.export_id, "uri": manifest.uri})
+        return manifest
+    asked = (dataset or pinned["dataset"], pinned["version"] if version is None else version)
+    if asked != (pinned["dataset"], pinned["version"]):
+        raise DlpipeError(f"run {store.run_id} trains on {pinned['uri']} (pinned at its start); "
+                          f"it cannot resume on {asked[0]} version {asked[1]}",
+                          fix="drop --dataset/--version to resume it, or train under a new --run-id")
+    manifest = open_manifest(client, cfg.buckets.datasets, pinned["dataset"], pinned["version"])
+    if manifest.export_id != pinned["export_id"]:
+        raise DlpipeError(f"{pinned['uri']} was exported again (--overwrite) since run "
+                          f"{store.run_id} started on it: resuming would mix two datasets",
+                          fix="train under a new --run-id")
+    return manifest
+
+
 def train(spark: SparkSession | None, cfg: Config, *, workers: int, run_id: str | None = None,
           dataset: str | None = None, version: int | None = None) -> dict[str, Any]:
     from dlpipe.core.s3 import s3_client
-    from dlpipe.datasets.manifest import open_manifest
     from models.checkpoints import RunStore
     from models.train import train_worker
 
     client = s3_client(cfg)
-    run_id = run_id or f"{cfg.training.model_name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    run_id = run_id or default_run_id(cfg.training.model_name)
     store = RunStore(client, cfg.buckets.checkpoints, run_id)
     finished = store.done()
     if finished is not None:
@@ -116,7 +148,7 @@ def train(spark: SparkSession | None, cfg: Config, *, workers: int, run_id: str 
     if latest is not None:
         log.info(f"train: resuming run {run_id} from its checkpoint after epoch {latest['epoch'] + 1} "
                  f"(step {latest['step']})")
-    manifest = open_manifest(client, cfg.buckets.datasets, dataset or cfg.export.dataset, version)
+    manifest = pinned_manifest(client, cfg, store, dataset=dataset, version=version)
     spec = make_spec(cfg, manifest, run_id=run_id, workers=workers)
     log.info(f"train: run {run_id}: {spec.architecture} on {manifest.uri} (Delta v{manifest.delta_version}), "
              f"{workers} worker(s), {spec.epochs} epochs x {spec.steps_per_epoch} steps, global batch "

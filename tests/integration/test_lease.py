@@ -132,3 +132,35 @@ def test_two_ingest_drivers_on_one_checkpoint(cfg, test_env, tmp_path):
 def read_lease(cfg, path: str) -> dict:
     bucket, key = split_uri(path)
     return json.loads(s3_client(cfg).get_object(Bucket=bucket, Key=lease_key(key))["Body"].read())
+
+
+def test_a_second_export_of_a_version_and_a_second_scoring_are_refused(spark, ingested, test_env):
+    """Issue 17: two exports of one dataset version, or two scorings into one predictions
+    table, at once: the second fails at start naming the first, and the first's work stays."""
+    from dlpipe.datasets.manifest import dataset_prefix
+    from spark_jobs.export import job as export_job
+    from tests.helpers import read_delta_with_delta_rs
+
+    cfg = ingested
+    version = read_delta_with_delta_rs(cfg, cfg.tables.clean).version()
+    folder = f"s3a://{cfg.buckets.datasets}/{dataset_prefix(cfg.export.dataset, version)}"
+    holder = start_holder(test_env, folder, ttl_s=60)
+    try:
+        with pytest.raises(LeaseHeld, match=rf"held by holder-test \(pid {holder.pid} on "):
+            export_job.export(spark, cfg, version=version)
+    finally:
+        holder.kill()
+        holder.wait(10)
+
+    predictions = f"s3a://{cfg.buckets.lake}/test/lease-{uuid.uuid4().hex[:8]}/predictions"
+    holder = start_holder(test_env, predictions, ttl_s=60)
+    try:
+        exe = str(Path(sys.executable).parent / "dlpipe")
+        out = subprocess.run([exe, "score", f"--set=tables.predictions={predictions}"], env=test_env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+        assert f"held by holder-test (pid {holder.pid} on " in out.stderr
+        assert "Traceback" not in out.stderr
+    finally:
+        holder.kill()
+        holder.wait(10)

@@ -74,3 +74,29 @@ def test_model_versions_count_up_and_serving_takes_the_newest_promoted(cfg, tmp_
     marker = json.loads(client.get_object(Bucket=bucket, Key=f"{model}/2/{MARKER}")["Body"].read())
     assert marker["uri"] == f"s3://{bucket}/{model}/2/"
     remove_prefix(client, bucket, f"{model}/")
+
+
+RESERVER = """
+import sys
+from dlpipe.core.config import load_config
+from dlpipe.core.s3 import s3_client
+from dlpipe.registry.store import reserve_version
+client = s3_client(load_config())
+print(" ".join(str(reserve_version(client, sys.argv[1], sys.argv[2])) for _ in range(5)))
+"""
+
+
+def test_concurrent_reservations_from_processes_get_distinct_versions(cfg, test_env):
+    """Issue 17: six processes reserve five versions each at once on the real store."""
+    import subprocess
+    import sys
+
+    model = f"reserve-{uuid.uuid4().hex[:6]}"
+    procs = [subprocess.Popen([sys.executable, "-c", RESERVER, cfg.buckets.models, model], env=test_env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(6)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    versions = [int(v) for out, _ in outs for v in out.split()]
+    assert sorted(versions) == list(range(1, 31)), "each number once, none skipped"
+    remove_prefix(s3_client(cfg), cfg.buckets.models, f"{model}/")

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from dlpipe.core.config import with_overrides
+from dlpipe.core.errors import DlpipeError
 from dlpipe.core.s3 import s3_client
 from dlpipe.localstack.install import locate
 from dlpipe.registry.store import complete_versions, read_info, serving_version
@@ -146,6 +147,26 @@ def test_a_killed_run_resumes_after_its_last_checkpoint_with_the_same_total_step
     assert result["resumed_from_epoch"] == k
     assert result["total_steps"] == trained["total_steps"] == records[-1]["step"]
     assert result["version"] > trained["version"]
+
+
+def test_a_run_keeps_the_dataset_it_started_on_or_refuses(trained, train_cfg, exported):
+    """Issue 17: pinned in the run's checkpoint folder at its first start."""
+    client = s3_client(train_cfg)
+    store = RunStore(client, train_cfg.buckets.checkpoints, trained["run_id"])
+    pinned = store.pinned_dataset()
+    assert (pinned["version"], pinned["export_id"]) == (exported.delta_version, exported.export_id)
+    again = train_job.pinned_manifest(client, train_cfg, store, dataset=None, version=None)
+    assert again.export_id == exported.export_id
+    with pytest.raises(DlpipeError, match=r"cannot resume on .* version 999\n  fix: drop --dataset"):
+        train_job.pinned_manifest(client, train_cfg, store, dataset=None, version=999)
+    overwritten = RunStore(client, train_cfg.buckets.checkpoints, f"pin-{uuid.uuid4().hex[:6]}")
+    overwritten.pin_dataset({**pinned, "export_id": "an-earlier-export"})
+    with pytest.raises(DlpipeError, match=r"was exported again \(--overwrite\)"):
+        train_job.pinned_manifest(client, train_cfg, overwritten, dataset=None, version=None)
+    with pytest.raises(CheckpointError, match="started twice at once"):
+        overwritten.pin_dataset(pinned)
+    ids = {train_job.default_run_id("m") for _ in range(50)}
+    assert len(ids) == 50, "default run ids started in the same second must differ"
 
 
 def test_a_corrupt_latest_checkpoint_is_an_error_not_a_fresh_start(spark, trained, train_cfg):

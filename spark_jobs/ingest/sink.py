@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from dlpipe.contract.record import BATCH_COLUMNS, Reason
 from dlpipe.core.config import Config
 from dlpipe.core.delta_io import append_once, read_if_exists, table_exists
+from dlpipe.core.faults import fault_point
 from spark_jobs.ingest import transforms as T
 from spark_jobs.ingest.images import ImageLimits, make_inspect_udf
 
@@ -80,6 +81,7 @@ class IngestSink:
             now = time.monotonic()
             phases[name] = round(now - mark, 2)
             mark = now
+            fault_point(f"after_{name}")  # the fault tests' hook (dlpipe.core.faults)
 
         # The one wide frame: every image is decoded once, here, and read from the cache after.
         classified = T.classify(T.parse(batch, ingest), ingest, self._inspect, now=started_at).persist()

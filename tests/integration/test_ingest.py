@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -244,3 +245,45 @@ def test_a_config_the_clean_table_cannot_take_is_refused_before_the_query(spark,
             job.run(spark, with_overrides(cfg, change), once=True)
         assert "fix: write to a new table" in str(refused.value)
     assert not spark.streams.active
+
+
+def test_a_crash_after_each_commit_of_a_batch_loses_and_duplicates_nothing(cfg, test_env, tmp_path):
+    """Issue 17: the driver SIGKILLs itself right after the quarantine, the clean and the
+    accounting commit of a micro-batch (dlpipe.core.faults), one round each; a final run
+    completes, and rows_in = clean + quarantined + duplicates with every id exactly once."""
+    cfg = isolated(cfg, "crash")
+    sets = [f"--set=kafka.topics.raw.name={cfg.kafka.topics['raw'].name}",
+            f"--set=tables.clean={cfg.tables.clean}", f"--set=tables.quarantine={cfg.tables.quarantine}",
+            f"--set=tables.ingest_batches={cfg.tables.ingest_batches}",
+            f"--set=ingest.checkpoint={cfg.ingest.checkpoint}",
+            f"--set=ingest.query_name={cfg.ingest.query_name}"]
+    exe = str(Path(sys.executable).parent / "dlpipe")
+    log = tmp_path / "sent.jsonl"
+    for round_, point in enumerate(["after_write_quarantine", "after_write_clean",
+                                    "after_write_accounting"]):
+        send(cfg, log, count=150, start=round_ * 150, bad_fraction=0.05, duplicate_fraction=0.05)
+        driver = subprocess.Popen([exe, "ingest", "--once", *sets],
+                                  env={**test_env, "DLPIPE_FAULT": point}, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        out = driver.communicate(timeout=300)[0]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)  # the JVM and Python workers it left
+        assert driver.returncode == -signal.SIGKILL, out[-3000:]
+        assert f"killing this process at fault point {point}" in out, out[-3000:]
+    final = subprocess.run([exe, "ingest", "--once", *sets], env=test_env, capture_output=True,
+                           text=True, timeout=300)
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    sent = [json.loads(x) for x in log.read_text().splitlines()]
+    clean = [r["id"] for r in delta_rows(cfg, cfg.tables.clean, ["id"])]
+    assert len(clean) == len(set(clean)), "an id was written twice"
+    assert set(clean) == {s["id"] for s in sent if s["expected"] == "clean"}, "an id was lost"
+    quarantine = delta_rows(cfg, cfg.tables.quarantine, ["kafka_partition", "kafka_offset"])
+    coords = [(q["kafka_partition"], q["kafka_offset"]) for q in quarantine]
+    assert len(coords) == len(set(coords))
+    assert set(coords) == {(s["partition"], s["offset"]) for s in sent if s["expected"] == "quarantine"}
+    batches = delta_rows(cfg, cfg.tables.ingest_batches,
+                         ["batch_id", "rows_in", "clean", "quarantined", "duplicates"])
+    assert len({b["batch_id"] for b in batches}) == len(batches), "a batch accounted twice"
+    assert sum(b["rows_in"] for b in batches) == len(sent)
+    assert all(b["rows_in"] == b["clean"] + b["quarantined"] + b["duplicates"] for b in batches)
+    assert sum(b["clean"] for b in batches) == len(clean)

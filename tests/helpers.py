@@ -36,6 +36,38 @@ def read_delta_with_delta_rs(cfg: Config, s3a_path: str, version: int | None = N
     return table
 
 
+def isolated_sets(cfg) -> list[str]:
+    """``--set`` flags that point a ``dlpipe`` subprocess at an ``isolated`` config's topic,
+    tables, checkpoint and query."""
+    return [f"--set=kafka.topics.raw.name={cfg.kafka.topics['raw'].name}",
+            f"--set=tables.clean={cfg.tables.clean}", f"--set=tables.quarantine={cfg.tables.quarantine}",
+            f"--set=tables.ingest_batches={cfg.tables.ingest_batches}",
+            f"--set=ingest.checkpoint={cfg.ingest.checkpoint}",
+            f"--set=ingest.query_name={cfg.ingest.query_name}"]
+
+
+def assert_exactly_once(cfg, sent: list[dict]) -> None:
+    """The tables hold every record the producer logged exactly once: clean ids, quarantined
+    Kafka offsets, and one accounting row per batch with rows_in = clean + quarantined +
+    duplicates."""
+    def rows(path: str, columns: list[str]) -> list[dict]:
+        return read_delta_with_delta_rs(cfg, path).to_pyarrow_table(columns=columns).to_pylist()
+
+    clean = [r["id"] for r in rows(cfg.tables.clean, ["id"])]
+    assert len(clean) == len(set(clean)), "an id was written twice"
+    assert set(clean) == {s["id"] for s in sent if s["expected"] == "clean"}, "an id was lost"
+    coords = [(q["kafka_partition"], q["kafka_offset"])
+              for q in rows(cfg.tables.quarantine, ["kafka_partition", "kafka_offset"])]
+    assert len(coords) == len(set(coords)), "a message was quarantined twice"
+    assert set(coords) == {(s["partition"], s["offset"]) for s in sent if s["expected"] == "quarantine"}
+    batches = rows(cfg.tables.ingest_batches, ["batch_id", "rows_in", "clean", "quarantined",
+                                               "duplicates"])
+    assert len({b["batch_id"] for b in batches}) == len(batches), "a batch accounted twice"
+    assert sum(b["rows_in"] for b in batches) == len(sent)
+    assert all(b["rows_in"] == b["clean"] + b["quarantined"] + b["duplicates"] for b in batches)
+    assert sum(b["clean"] for b in batches) == len(clean)
+
+
 def isolated(cfg, tag: str):
     """The test stack's config with a topic, tables and checkpoint of this test's own."""
     run = f"{tag}-{uuid.uuid4().hex[:8]}"

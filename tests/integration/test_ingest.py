@@ -23,7 +23,7 @@ from dlpipe.produce.producer import produce
 from dlpipe.produce.records import BAD_KINDS
 from dlpipe.produce.sources import digits
 from spark_jobs.ingest import job
-from tests.helpers import isolated, read_delta_with_delta_rs, send
+from tests.helpers import assert_exactly_once, isolated, isolated_sets, read_delta_with_delta_rs, send
 
 pytestmark = pytest.mark.integration
 
@@ -102,14 +102,8 @@ def test_sigkill_during_continuous_ingest_loses_and_duplicates_nothing(cfg, test
     """Kill -9 the driver twice mid-stream; every produced id ends up exactly once. (The
     exact places, after each of a batch's commits, are the fault-point test's below.)"""
     cfg = isolated(cfg, "kill")
-    sets = [
-        f"--set=kafka.topics.raw.name={cfg.kafka.topics['raw'].name}",
-        f"--set=tables.clean={cfg.tables.clean}", f"--set=tables.quarantine={cfg.tables.quarantine}",
-        f"--set=tables.ingest_batches={cfg.tables.ingest_batches}",
-        f"--set=ingest.checkpoint={cfg.ingest.checkpoint}",
-        f"--set=ingest.query_name={cfg.ingest.query_name}",
-        "--set=ingest.trigger_interval=2 seconds", "--set=ingest.max_offsets_per_trigger=300",
-    ]
+    sets = [*isolated_sets(cfg), "--set=ingest.trigger_interval=2 seconds",
+            "--set=ingest.max_offsets_per_trigger=300"]
     exe = str(Path(sys.executable).parent / "dlpipe")
     log = tmp_path / "sent.jsonl"
     total = 0
@@ -139,16 +133,7 @@ def test_sigkill_during_continuous_ingest_loses_and_duplicates_nothing(cfg, test
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     sent = [json.loads(x) for x in log.read_text().splitlines()]
     assert len(sent) == total
-    clean = [r["id"] for r in delta_rows(cfg, cfg.tables.clean, ["id"])]
-    assert len(clean) == len(set(clean)), "an id was written twice"
-    assert set(clean) == {s["id"] for s in sent if s["expected"] == "clean"}, "an id was lost"
-    quarantine = delta_rows(cfg, cfg.tables.quarantine, ["kafka_partition", "kafka_offset"])
-    coords = [(q["kafka_partition"], q["kafka_offset"]) for q in quarantine]
-    assert len(coords) == len(set(coords))
-    assert set(coords) == {(s["partition"], s["offset"]) for s in sent if s["expected"] == "quarantine"}
-    batches = delta_rows(cfg, cfg.tables.ingest_batches, ["batch_id", "rows_in"])
-    assert sum(b["rows_in"] for b in batches) == total
-    assert len({b["batch_id"] for b in batches}) == len(batches)
+    assert_exactly_once(cfg, sent)
 
 
 def processes_with(marker: str) -> list[str]:
@@ -253,11 +238,7 @@ def test_a_crash_after_each_commit_of_a_batch_loses_and_duplicates_nothing(cfg, 
     accounting commit of a micro-batch (dlpipe.core.faults), one round each; a final run
     completes, and rows_in = clean + quarantined + duplicates with every id exactly once."""
     cfg = isolated(cfg, "crash")
-    sets = [f"--set=kafka.topics.raw.name={cfg.kafka.topics['raw'].name}",
-            f"--set=tables.clean={cfg.tables.clean}", f"--set=tables.quarantine={cfg.tables.quarantine}",
-            f"--set=tables.ingest_batches={cfg.tables.ingest_batches}",
-            f"--set=ingest.checkpoint={cfg.ingest.checkpoint}",
-            f"--set=ingest.query_name={cfg.ingest.query_name}"]
+    sets = isolated_sets(cfg)
     exe = str(Path(sys.executable).parent / "dlpipe")
     log = tmp_path / "sent.jsonl"
     for round_, point in enumerate(["after_write_quarantine", "after_write_clean",
@@ -274,17 +255,4 @@ def test_a_crash_after_each_commit_of_a_batch_loses_and_duplicates_nothing(cfg, 
     final = subprocess.run([exe, "ingest", "--once", *sets], env=test_env, capture_output=True,
                            text=True, timeout=300)
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
-    sent = [json.loads(x) for x in log.read_text().splitlines()]
-    clean = [r["id"] for r in delta_rows(cfg, cfg.tables.clean, ["id"])]
-    assert len(clean) == len(set(clean)), "an id was written twice"
-    assert set(clean) == {s["id"] for s in sent if s["expected"] == "clean"}, "an id was lost"
-    quarantine = delta_rows(cfg, cfg.tables.quarantine, ["kafka_partition", "kafka_offset"])
-    coords = [(q["kafka_partition"], q["kafka_offset"]) for q in quarantine]
-    assert len(coords) == len(set(coords))
-    assert set(coords) == {(s["partition"], s["offset"]) for s in sent if s["expected"] == "quarantine"}
-    batches = delta_rows(cfg, cfg.tables.ingest_batches,
-                         ["batch_id", "rows_in", "clean", "quarantined", "duplicates"])
-    assert len({b["batch_id"] for b in batches}) == len(batches), "a batch accounted twice"
-    assert sum(b["rows_in"] for b in batches) == len(sent)
-    assert all(b["rows_in"] == b["clean"] + b["quarantined"] + b["duplicates"] for b in batches)
-    assert sum(b["clean"] for b in batches) == len(clean)
+    assert_exactly_once(cfg, [json.loads(x) for x in log.read_text().splitlines()])

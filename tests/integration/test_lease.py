@@ -16,7 +16,7 @@ import pytest
 
 from dlpipe.core.lease import Lease, LeaseHeld, lease_key
 from dlpipe.core.s3 import s3_client, split_uri
-from tests.helpers import isolated, send
+from tests.helpers import isolated, isolated_sets, send
 
 pytestmark = pytest.mark.integration
 
@@ -95,11 +95,7 @@ def test_two_ingest_drivers_on_one_checkpoint(cfg, test_env, tmp_path):
     """The second ``dlpipe ingest`` fails before it starts Spark, naming the first; the first,
     stopped with SIGTERM, gives the lease back."""
     cfg = isolated(cfg, "two")
-    sets = [f"--set=kafka.topics.raw.name={cfg.kafka.topics['raw'].name}",
-            f"--set=tables.clean={cfg.tables.clean}", f"--set=tables.quarantine={cfg.tables.quarantine}",
-            f"--set=tables.ingest_batches={cfg.tables.ingest_batches}",
-            f"--set=ingest.checkpoint={cfg.ingest.checkpoint}",
-            f"--set=ingest.query_name={cfg.ingest.query_name}", "--set=ingest.trigger_interval=2 seconds"]
+    sets = [*isolated_sets(cfg), "--set=ingest.trigger_interval=2 seconds"]
     exe = str(Path(sys.executable).parent / "dlpipe")
     send(cfg, tmp_path / "sent.jsonl", count=50)
     first = subprocess.Popen([exe, "ingest", *sets], env=test_env, stdout=subprocess.PIPE,

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from bench.harness import Context, Result, write_reports
+from dlpipe.cli.main import provide_jars
 from dlpipe.core.config import load_config
 from dlpipe.core.progress import step
 from dlpipe.localstack.stack import running_stack
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(names) - set(discover())
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    # The benchmarks' sessions need the connector jars, as the CLI's jobs do (get_spark reads
+    # them from $DLPIPE_SPARK_JARS, which the CLI fills the same way).
+    provide_jars()
     cfg = load_config(overrides={"stack.state_dir": str(HERE.parent / ".dlpipe" / "bench-stack")})
     results: list[Result] = []
     with running_stack(cfg) as stack, tempfile.TemporaryDirectory() as tmp:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from dlpipe.core.errors import DlpipeError
 from dlpipe.core.publish import remove_prefix, upload_files, write_marker
+from dlpipe.core.s3 import REFUSED, error_code
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -78,7 +79,7 @@ class RunStore:
             self.client.put_object(Bucket=self.bucket, Key=f"{self.prefix}/dataset.json",
                                    Body=json.dumps(pinned, indent=1).encode(), IfNoneMatch="*")
         except self.client.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412"):
+            if error_code(exc) not in REFUSED:
                 raise
             raise CheckpointError(f"run {self.run_id} was started twice at once ({self.uri})",
                                   fix="give each training its own --run-id") from None

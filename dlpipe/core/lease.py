@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from dlpipe.core.errors import DlpipeError
 from dlpipe.core.process import start_time
+from dlpipe.core.s3 import CONFLICT, REFUSED, error_code, require_conditional_writes
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -61,12 +62,6 @@ def describe(body: dict[str, Any]) -> str:
             f"since {body.get('acquired_at', '?')})")
 
 
-def _precondition_failed(exc: Exception) -> bool:
-    response = getattr(exc, "response", None) or {}
-    return response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "409",
-                                                      "ConditionalRequestConflict")
-
-
 class Lease:
     """``with Lease(...)`` holds the lease and renews it in a thread until the block ends.
 
@@ -83,28 +78,32 @@ class Lease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._renewed = 0.0
+        self._acquired_at = datetime.now(UTC).isoformat(timespec="seconds")
 
     @property
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
 
     # -- taking and giving back ----------------------------------------------------------
-    def _body(self, *, released: bool = False) -> bytes:
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        self._acquired_at = getattr(self, "_acquired_at", now)
-        return json.dumps({"owner": self.owner, **this_process(), "acquired_at": self._acquired_at,
-                           "renewed_at": now, "ttl_s": self.ttl_s, "released": released}).encode()
+    def _put(self, *, released: bool = False, **condition: str) -> str:
+        """Write the lease body under ``condition`` (IfNoneMatch / IfMatch); its new ETag."""
+        body = json.dumps({"owner": self.owner, **this_process(), "acquired_at": self._acquired_at,
+                           "renewed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                           "ttl_s": self.ttl_s, "released": released}).encode()
+        return self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body,
+                                      ContentType="application/json", **condition)["ETag"]
 
     def acquire(self) -> Lease:
         try:
-            self.etag = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=self._body(),
-                                               IfNoneMatch="*", ContentType="application/json")["ETag"]
+            self.etag = self._put(IfNoneMatch="*")
         except self.client.exceptions.ClientError as exc:
-            if not _precondition_failed(exc):
+            if error_code(exc) not in REFUSED + CONFLICT:
                 raise
             self._take_over()
         else:
-            self._check_store_honours_conditions()
+            require_conditional_writes(self.client, self.bucket, self.key,
+                                       why="it cannot keep two writers off one path (or set "
+                                           "s3.lease_ttl_s: 0 to run without a lease)")
         self._renewed = time.monotonic()
         log.info(f"lease {self.uri} taken by {self.owner} (ttl {self.ttl_s:.0f} s)")
         return self
@@ -125,28 +124,13 @@ class Lease:
                 fix="stop the other driver first; if it is gone, its lease expires "
                     f"{max(0.0, float(body.get('ttl_s', self.ttl_s)) - age):.0f} s from now")
         try:
-            self.etag = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=self._body(),
-                                               IfMatch=got["ETag"], ContentType="application/json")["ETag"]
+            self.etag = self._put(IfMatch=got["ETag"])
         except self.client.exceptions.ClientError as exc:
-            if _precondition_failed(exc):
+            if error_code(exc) in REFUSED + CONFLICT:
                 raise LeaseHeld(f"{self.uri} was taken by another driver at the same moment",
                                 fix="stop the other driver first") from None
             raise
         log.info(f"lease {self.uri}: taking over from {describe(body)}: {why}")
-
-    def _check_store_honours_conditions(self) -> None:
-        """A second create must fail: a store that ignores ``If-None-Match`` gives no lease."""
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=self.key, Body=self._body(),
-                                   IfNoneMatch="*", ContentType="application/json")
-        except self.client.exceptions.ClientError as exc:
-            if _precondition_failed(exc):
-                return
-            raise
-        raise DlpipeError(f"the object store at {self.uri} ignores If-None-Match: it cannot "
-                          f"keep two drivers off one checkpoint",
-                          fix="use a store with conditional writes (MinIO, AWS S3, GCS via its "
-                              "S3 API); or set s3.lease_ttl_s: 0 to run without a lease")
 
     def release(self) -> None:
         self._stop.set()
@@ -155,8 +139,7 @@ class Lease:
         if self.etag is None or self.lost is not None:
             return
         try:  # conditional, so a lease someone else took over is left alone
-            self.client.put_object(Bucket=self.bucket, Key=self.key, Body=self._body(released=True),
-                                   IfMatch=self.etag, ContentType="application/json")
+            self._put(released=True, IfMatch=self.etag)
             log.info(f"lease {self.uri} released")
         except Exception as exc:
             log.warning(f"lease {self.uri} not released ({exc}); it expires in {self.ttl_s:.0f} s")
@@ -165,11 +148,10 @@ class Lease:
     # -- keeping it ----------------------------------------------------------------------
     def renew(self) -> None:
         try:
-            self.etag = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=self._body(),
-                                               IfMatch=self.etag, ContentType="application/json")["ETag"]
+            self.etag = self._put(IfMatch=self.etag)
             self._renewed = time.monotonic()
         except Exception as exc:
-            if getattr(exc, "response", None) and _precondition_failed(exc):
+            if error_code(exc) in REFUSED + CONFLICT:
                 self._lose(f"another driver took over {self.uri}")
             elif time.monotonic() - self._renewed > self.ttl_s:
                 self._lose(f"{self.uri} could not be renewed for {self.ttl_s:.0f} s ({exc}); "

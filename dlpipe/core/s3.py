@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from dlpipe.core.config import Config
+from dlpipe.core.errors import DlpipeError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -94,3 +95,27 @@ def delete_keys(client: S3Client, bucket: str, keys: Iterable[str]) -> int:
             first = response["Errors"][0]
             raise RuntimeError(f"could not delete s3://{bucket}/{first['Key']}: {first['Message']}")
     return len(keys)
+
+
+# -- conditional writes (If-None-Match / If-Match): leases, version reservations, pins ---------
+REFUSED = ("PreconditionFailed", "412")            # the condition does not hold
+CONFLICT = ("ConditionalRequestConflict", "409")   # two conditional writes of a key overlapped
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The S3 error code of a botocore ClientError; None for anything else."""
+    response = getattr(exc, "response", None) or {}
+    return response.get("Error", {}).get("Code")
+
+
+def require_conditional_writes(client: S3Client, bucket: str, key: str, *, why: str) -> None:
+    """Check, on an object just created with If-None-Match, that a second such create fails:
+    a store that ignores the condition cannot give what ``why`` names."""
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=b"", IfNoneMatch="*")
+    except client.exceptions.ClientError as exc:
+        if error_code(exc) in REFUSED:
+            return
+        raise
+    raise DlpipeError(f"the object store at s3://{bucket} ignores If-None-Match: {why}",
+                      fix="use a store with conditional writes (MinIO, AWS S3, GCS's S3 API)")

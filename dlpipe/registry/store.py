@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from dlpipe.core.errors import DlpipeError
 from dlpipe.core.publish import publish, upload_files
-from dlpipe.core.s3 import child_names, numeric_names
+from dlpipe.core.s3 import (
+    CONFLICT,
+    REFUSED,
+    child_names,
+    error_code,
+    numeric_names,
+    require_conditional_writes,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -71,29 +78,17 @@ def reserve_version(client: S3Client, bucket: str, model: str) -> int:
         try:
             client.put_object(Bucket=bucket, Key=key, Body=b"", IfNoneMatch="*")
         except client.exceptions.ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code")
-            if code in ("ConditionalRequestConflict", "409"):
+            if error_code(exc) in CONFLICT:
                 time.sleep(0.05 * (attempt + 1))  # the other writer finishes; ask again
                 continue
-            if code not in ("PreconditionFailed", "412"):
+            if error_code(exc) not in REFUSED:
                 raise
             version += 1
             continue
-        _require_conditional_writes(client, bucket, key)
+        require_conditional_writes(client, bucket, key,
+                                   why="two trainings could publish the same model version")
         return version
     raise DlpipeError(f"could not reserve a version of model {model!r} in s3://{bucket}")
-
-
-def _require_conditional_writes(client: S3Client, bucket: str, key: str) -> None:
-    try:
-        client.put_object(Bucket=bucket, Key=key, Body=b"", IfNoneMatch="*")
-    except client.exceptions.ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
-            return
-        raise
-    raise DlpipeError(f"the object store at s3://{bucket} ignores If-None-Match: two trainings "
-                      "could publish the same model version",
-                      fix="use a store with conditional writes (MinIO, AWS S3, GCS's S3 API)")
 
 
 def publish_model(client: S3Client, bucket: str, model: str, saved_model_dir: Path, *,

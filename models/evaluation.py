@@ -94,3 +94,42 @@ def check_export(exported_train_accuracy: float, last_epoch_accuracy: float | No
     return ExportCheck(True, (f"exported train accuracy {exported_train_accuracy:.4f} vs last epoch "
                               f"{last_epoch_accuracy:.4f}"),
                        last_epoch_accuracy, exported_train_accuracy, tolerance)
+
+
+@dataclass(frozen=True)
+class ChampionCheck:
+    """The challenger against the served version (the champion), on the same test records."""
+    ok: bool
+    reason: str
+    champion_version: int | None
+    champion_accuracy: float | None
+    challenger_accuracy: float
+    records: int
+    margin: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compare_with_champion(challenger_accuracy: float, *, records: int, margin: float,
+                          champion_version: int | None, champion_accuracy: float | None,
+                          incomparable: str | None = None) -> ChampionCheck:
+    """The challenger must reach the champion's accuracy plus ``margin`` (negative: a loss the
+    operator tolerates) on the challenger's test split. Without a champion, or with one that
+    cannot run on this data (``incomparable`` says why: other classes or image size), the
+    other checks decide alone."""
+    args = (champion_version, champion_accuracy, challenger_accuracy, records, margin)
+    if champion_version is None:
+        return ChampionCheck(True, "no version is served yet", *args)
+    if incomparable is not None or champion_accuracy is None:
+        return ChampionCheck(True, f"champion version {champion_version} not compared: "
+                             f"{incomparable or 'no accuracy'}", *args)
+    need = champion_accuracy + margin
+    if challenger_accuracy + 1e-12 < need:
+        return ChampionCheck(False, (
+            f"test accuracy {challenger_accuracy:.4f} on {records} records is below champion version "
+            f"{champion_version}'s {champion_accuracy:.4f} on the same records (margin "
+            f"training.champion_margin {margin:+})"), *args)
+    return ChampionCheck(True, (f"test accuracy {challenger_accuracy:.4f} >= champion version "
+                                f"{champion_version}'s {champion_accuracy:.4f} {margin:+} on the same "
+                                f"{records} records"), *args)

@@ -46,6 +46,7 @@ class TrainSpec:
     min_test_records: int = 0
     promotion_confidence: float = 0.95
     max_train_accuracy_gap: float = 0.05
+    champion_margin: float = 0.0
     bn_recalibration_batches: int = 100
 
 
@@ -143,6 +144,7 @@ def _evaluate_and_publish(spec: TrainSpec, manifest: Any, cache: Any, weights: l
     from dlpipe.core.s3 import s3_client
     from dlpipe.registry.store import publish_model
     from models.batchnorm import recalibrate
+    from models.champion import challenge, release
     from models.cnn import build_model
     from models.evaluation import check_export, decide_promotion
     from models.input import make_dataset
@@ -159,7 +161,11 @@ def _evaluate_and_publish(spec: TrainSpec, manifest: Any, cache: Any, weights: l
                                  confidence=spec.promotion_confidence)
     export_check = check_export(metrics.get("train", {}).get("accuracy", 0.0), last_epoch_accuracy,
                                 tolerance=spec.max_train_accuracy_gap)
-    promoted = promotion.promoted and export_check.ok
+    client, bucket = s3_client(spec.cfg), spec.cfg.buckets.models
+    champion, served = challenge(client, bucket, spec.model_name, manifest=manifest, cache=cache,
+                                 challenger_accuracy=promotion.accuracy, records=promotion.records,
+                                 margin=spec.champion_margin, scratch=scratch)
+    promoted = promotion.promoted and export_check.ok and champion.ok
     test_accuracy = promotion.accuracy
     saved = save_serving_model(plain, scratch / "saved_model", height=shape[0], width=shape[1],
                                channels=shape[2], classes=list(manifest.classes))
@@ -167,20 +173,21 @@ def _evaluate_and_publish(spec: TrainSpec, manifest: Any, cache: Any, weights: l
     info = {"run_id": spec.run_id, "promoted": promoted, "test_accuracy": test_accuracy,
             "min_test_accuracy": spec.min_test_accuracy, "total_steps": total_steps,
             "promotion": promotion.as_dict(), "export_check": export_check.as_dict(),
-            "batchnorm_recalibration_batches": recalibrated,
+            "champion": champion.as_dict(), "batchnorm_recalibration_batches": recalibrated,
             "dataset": manifest.uri, "delta_version": manifest.delta_version,
             "delta_table": manifest.source["table"], "classes": list(manifest.classes),
             "image": manifest.image, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    client = s3_client(spec.cfg)
-    version = publish_model(client, spec.cfg.buckets.models, spec.model_name, saved, extras={
+    version = publish_model(client, bucket, spec.model_name, saved, extras={
         "metrics.json": json.dumps({**metrics, "classes": list(manifest.classes),
                                     "promotion": promotion.as_dict(),
                                     "export_check": export_check.as_dict()}, indent=1).encode(),
         "dataset-manifest.json": spec.manifest_json.encode(),
         "training-config.json": json.dumps(config, indent=1).encode(),
     }, info=info)
-    return {**info, "version": version, "metrics": {k: {m: v for m, v in d.items() if m != "confusion_matrix"}
-                                                    for k, d in metrics.items()},
+    released = promoted and release(client, bucket, spec.model_name, version, champion=served,
+                                    check=champion)
+    summary = {k: {m: v for m, v in d.items() if m != "confusion_matrix"} for k, d in metrics.items()}
+    return {**info, "version": version, "served": released, "metrics": summary,
             "resumed_from_epoch": None if resumed is None else resumed["epoch"],
             "model_uri": f"s3://{spec.cfg.buckets.models}/{spec.model_name}/{version}/"}
 

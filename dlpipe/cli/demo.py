@@ -158,7 +158,7 @@ def _epochs(cfg: Config, run_id: str) -> list[dict[str, Any]]:
 
 def _serving_version(cfg: Config, model: str) -> int | None:
     from dlpipe.core.s3 import s3_client
-    from dlpipe.registry.store import serving_version
+    from dlpipe.registry.release import serving_version
 
     return serving_version(s3_client(cfg), cfg.buckets.models, model)
 

@@ -24,6 +24,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     installed = install_all()
     print(f"kafka libs:  {installed.kafka_libs}")
     print(f"minio:       {installed.minio_bin}")
+    print(f"prometheus:  {installed.prometheus_bin}")
     print(f"spark jars:  {installed.spark_jars}")
     return 0
 
@@ -59,11 +60,14 @@ def cmd_stack(args: argparse.Namespace) -> int:
         print(json.dumps({
             "services": status, "s3_endpoint": stack.cfg.s3_endpoint,
             "kafka_bootstrap_servers": stack.cfg.kafka_bootstrap_servers,
+            "mlflow": stack.cfg.tracking_uri if stack.cfg.stack.mlflow.enabled else None,
             "state_dir": str(stack.cfg.stack.state_dir),
         }, indent=2))
     else:
         for name, state in status.items():
             print(f"{name:16s} {state}")
+        if stack.cfg.stack.mlflow.enabled:
+            print(f"{'mlflow ui':16s} http://{stack.cfg.stack.host}:{stack.cfg.stack.mlflow.port}")
         print(f"{'state dir':16s} {stack.cfg.stack.state_dir}")
     core = ("kafka", "minio")
     return 0 if all(status[n] == "healthy" for n in core) else 1
@@ -143,7 +147,9 @@ JOBS: dict[str, tuple[str, str]] = {
     "score": ("spark_jobs.score.job",
               "batch inference over the clean table into the predictions Delta table"),
     "models": ("dlpipe.cli.models_cmd",
-               "list model versions, or copy promoted ones to a folder TF Serving reads (sync)"),
+               "list model versions, promote or roll back the served one, or copy it for TF Serving"),
+    "tensorboard": ("dlpipe.cli.tensorboard_cmd",
+                    "TensorBoard on a training run's event files from MinIO"),
 }
 
 

@@ -217,7 +217,7 @@ def run_id_for(cfg: Config, manifest: Manifest) -> str:
 def ensure_model(nb: Notebook, *, count: int, workers: int = 1) -> int:
     """The serving (newest promoted) version of ``training.model_name``, trained if there is none."""
     from dlpipe.core.s3 import s3_client
-    from dlpipe.registry.store import serving_version
+    from dlpipe.registry.release import serving_version
     from spark_jobs.train import job as train_job
 
     name, bucket = nb.cfg.training.model_name, nb.cfg.buckets.models

@@ -1,4 +1,4 @@
-"""Install what dlpipe runs besides Python packages: Kafka, MinIO and the Spark jars.
+"""Install what dlpipe runs besides Python packages: Kafka, MinIO, Prometheus, the Spark jars.
 
 Everything goes under one tools folder (``$DLPIPE_HOME``, default ``~/.cache/dlpipe``) shared
 by every clone on the machine, so a fresh checkout reuses earlier downloads. Each install
@@ -52,6 +52,7 @@ class Installed:
     kafka_libs: Path
     minio_bin: Path
     spark_jars: Path
+    prometheus_bin: Path    # promtool beside it
 
     def spark_jar_paths(self) -> list[Path]:
         return sorted(self.spark_jars.glob("*.jar"))
@@ -85,6 +86,7 @@ def locate(home: Path | None = None) -> Installed:
         kafka_libs=home / f"kafka-{versions.KAFKA_VERSION}" / "libs",
         minio_bin=home / f"minio-{versions.MINIO_VERSION}" / "minio",
         spark_jars=home / f"spark-jars-{_fingerprint(_spark_spec())}",
+        prometheus_bin=home / f"prometheus-{versions.PROMETHEUS_VERSION}" / "prometheus",
     )
 
 
@@ -100,6 +102,9 @@ def missing(installed: Installed | None = None, *, spark_only: bool = False) -> 
             out.append(f"Kafka {versions.KAFKA_VERSION} broker jars ({installed.kafka_libs})")
         if not (installed.minio_bin.is_file() and os.access(installed.minio_bin, os.X_OK)):
             out.append(f"MinIO server ({installed.minio_bin})")
+        for tool in (installed.prometheus_bin, installed.prometheus_bin.with_name("promtool")):
+            if not (tool.is_file() and os.access(tool, os.X_OK)):
+                out.append(f"Prometheus {versions.PROMETHEUS_VERSION} ({tool})")
     if not _is_installed(installed.spark_jars, _fingerprint(_spark_spec())):
         out.append(f"Spark connector jars ({installed.spark_jars})")
     return out
@@ -158,21 +163,38 @@ def _drop_jars_pyspark_ships(folder: Path) -> None:
 
 
 def install_minio(installed: Installed) -> None:
-    target = installed.minio_bin
-    if target.is_file() and os.access(target, os.X_OK):
-        log.info(f"    MinIO {versions.MINIO_VERSION}: already installed at {target}")
+    _go_install("MinIO", [f"{versions.MINIO_MODULE}@{versions.MINIO_VERSION}"],
+                [installed.minio_bin], minutes=6)
+
+
+def install_prometheus(installed: Installed) -> None:
+    # remove_all_sd: no cloud service discovery (the stack finds its targets in file_sd),
+    # which halves the build and drops most of its dependencies.
+    _go_install("Prometheus", [f"{versions.PROMETHEUS_MODULE}/cmd/{c}@{versions.PROMETHEUS_VERSION}"
+                               for c in ("prometheus", "promtool")],
+                [installed.prometheus_bin, installed.prometheus_bin.with_name("promtool")],
+                minutes=8, tags="remove_all_sd")
+
+
+def _go_install(what: str, modules: list[str], targets: list[Path], *, minutes: int,
+                tags: str = "") -> None:
+    """Build ``modules`` with ``go install`` into a staging folder, then move each binary to
+    its target (the folder appears complete or not at all)."""
+    if all(t.is_file() and os.access(t, os.X_OK) for t in targets):
+        log.info(f"    {what}: already installed at {targets[0].parent}")
         return
     go = shutil.which("go")
     if go is None:
         raise MissingToolError(
-            "go is not on PATH; dlpipe builds the MinIO server from source with `go install`.",
+            f"go is not on PATH; dlpipe builds {what} from source with `go install`.",
             fix="install Go 1.24+ (https://go.dev/doc/install) or apt-get install -y golang",
         )
-    staging = target.parent.with_name(target.parent.name + ".partial")
+    folder = targets[0].parent
+    staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    module = f"{versions.MINIO_MODULE}@{versions.MINIO_VERSION}"
-    with step(f"building MinIO from source (go install {module}; ~6 min on 2 cores)") as s:
+    with step(f"building {what} from source (go install {' '.join(modules)}; ~{minutes} min on "
+              "2 cores)") as s:
         downloads = 0
 
         def on_line(line: str) -> None:
@@ -183,20 +205,23 @@ def install_minio(installed: Installed) -> None:
                     s.detail(f"{downloads} modules downloaded")
 
         run_streaming(
-            [go, "install", "-trimpath", module], on_line=on_line,
-            failure="go install of MinIO failed",
+            [go, "install", "-trimpath", *(["-tags", tags] if tags else []), *modules],
+            on_line=on_line, failure=f"go install of {what} failed",
             env={**os.environ, "GOBIN": str(staging), "CGO_ENABLED": "0"},
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(staging / "minio"), target)
+    folder.mkdir(parents=True, exist_ok=True)
+    for target in targets:
+        shutil.move(str(staging / target.name), target)
     shutil.rmtree(staging, ignore_errors=True)
 
 
 def install_all(home: Path | None = None) -> Installed:
     """Install every missing piece; a no-op (a second or so) when all are there."""
     installed = locate(home)
-    with step(f"installing Kafka, MinIO and Spark jars into {installed.kafka_libs.parents[1]}"):
+    with step(f"installing Kafka, MinIO, Prometheus and Spark jars into "
+              f"{installed.kafka_libs.parents[1]}"):
         install_kafka(installed)
         install_spark_jars(installed)
         install_minio(installed)
+        install_prometheus(installed)
     return installed

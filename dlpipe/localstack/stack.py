@@ -32,7 +32,16 @@ class Stack:
 
     # -- services ----------------------------------------------------------------------
     def core_services(self) -> list[Service]:
-        return [kafka_service(self.cfg, self.installed), minio_service(self.cfg, self.installed)]
+        services = [kafka_service(self.cfg, self.installed), minio_service(self.cfg, self.installed)]
+        if self.cfg.stack.mlflow.enabled:
+            from dlpipe.localstack.tracking import mlflow_service
+
+            services.append(mlflow_service(self.cfg))
+        if self.cfg.stack.prometheus.enabled:
+            from dlpipe.localstack.monitoring import prometheus_service
+
+            services.append(prometheus_service(self.cfg, self.installed))
+        return services
 
     def cluster_services(self) -> list[Service]:
         return spark_cluster_services(self.cfg)
@@ -70,7 +79,11 @@ class Stack:
             ensure_topics(cfg)
         log.info(f"    S3 endpoint {cfg.s3_endpoint}; Kafka {cfg.kafka_bootstrap_servers}"
                  + (f"; Spark master spark://{cfg.stack.host}:{cfg.stack.spark_cluster.master_port}"
-               if cluster else ""))
+               if cluster else "")
+                 + (f"; MLflow http://{cfg.stack.host}:{cfg.stack.mlflow.port}"
+                    if cfg.stack.mlflow.enabled else "")
+                 + (f"; Prometheus http://{cfg.stack.host}:{cfg.stack.prometheus.port}"
+                    if cfg.stack.prometheus.enabled else ""))
         return stack
 
     def down(self) -> list[str]:
@@ -87,7 +100,7 @@ def _free_port_overrides(cfg: Config) -> dict[str, int]:
     keys = [
         "stack.kafka.port", "stack.kafka.controller_port", "stack.minio.port",
         "stack.minio.console_port", "stack.spark_cluster.master_port",
-        "stack.spark_cluster.master_ui_port",
+        "stack.spark_cluster.master_ui_port", "stack.mlflow.port", "stack.prometheus.port",
     ]
     return dict(zip(keys, free_ports(len(keys), cfg.stack.host), strict=True))
 
@@ -98,6 +111,8 @@ def _write_runtime(cfg: Config) -> None:
     runtime = {
         "kafka": {"port": s.kafka.port, "controller_port": s.kafka.controller_port},
         "minio": {"port": s.minio.port, "console_port": s.minio.console_port},
+        "mlflow": {"port": s.mlflow.port},
+        "prometheus": {"port": s.prometheus.port},
         "spark_cluster": {"master_port": s.spark_cluster.master_port,
                           "master_ui_port": s.spark_cluster.master_ui_port},
     }

@@ -54,3 +54,8 @@ SLF4J_VERSION = "2.0.17"
 # this is the newest commit on master when dlpipe pinned it.
 MINIO_MODULE = "github.com/minio/minio"
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
+
+# Prometheus 3's Go module versions are v0.<3xx>.<patch> (v0.316.0 is Prometheus 3.16.0); built
+# with `go install` because its release binaries are not reachable from here.
+PROMETHEUS_MODULE = "github.com/prometheus/prometheus"
+PROMETHEUS_VERSION = "v0.316.0"

@@ -12,7 +12,8 @@
 A version number is reserved with a conditional PUT (If-None-Match), so two trainings never
 get the same one. Files are uploaded to staging, copied into the version folder with
 ``saved_model.pb`` last, then ``dlpipe-model.json`` marks the version complete and says
-whether it is promoted. Serving takes the newest complete, promoted version.
+whether training promoted it. Which version is served is a separate pointer
+(:mod:`dlpipe.registry.release`).
 """
 
 from __future__ import annotations
@@ -57,12 +58,6 @@ def complete_versions(client: S3Client, bucket: str, model: str) -> list[dict[st
     """Info of every complete version, oldest first."""
     infos = (read_info(client, bucket, model, v) for v in _versions_in(client, bucket, f"{model}/"))
     return [i for i in infos if i is not None]
-
-
-def serving_version(client: S3Client, bucket: str, model: str) -> int | None:
-    """The newest complete version that was promoted (met the accuracy bar)."""
-    promoted = [i["version"] for i in complete_versions(client, bucket, model) if i.get("promoted")]
-    return max(promoted) if promoted else None
 
 
 def reserve_version(client: S3Client, bucket: str, model: str) -> int:

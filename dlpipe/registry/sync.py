@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 
 from dlpipe.core.errors import DlpipeError
 from dlpipe.core.s3 import numeric_names
-from dlpipe.registry.store import MARKER, read_info, serving_version
+from dlpipe.registry.release import serving_version
+from dlpipe.registry.store import MARKER, read_info
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

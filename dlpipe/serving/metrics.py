@@ -29,6 +29,10 @@ class Metrics:
         self.loaded_version = Gauge(
             "dlpipe_serve_model_version", "The model version being served (0: none yet)",
             ["model"], registry=self.registry)
+        self.released_at = Gauge(
+            "dlpipe_serve_model_released_timestamp_seconds",
+            "When the served version was released (promoted, rolled back) or published",
+            ["model"], registry=self.registry)
         self.loads = Counter(
             "dlpipe_serve_model_loads", "Model version loads, by outcome",
             ["model", "outcome"], registry=self.registry)

@@ -1,12 +1,13 @@
 """Which version of each model is live, and the swap to a newly promoted one.
 
-A poll asks the model store for each model's newest promoted version. A version that is not
+A poll asks the model store which version of each model is served (one GET of its release
+pointer, ``dlpipe.registry.release``). A version that is not
 live yet is copied to the local model folder (atomically, see ``dlpipe.registry.sync``),
 loaded and warmed up while the old one keeps answering; then one assignment makes it live.
 Requests that already hold the old version finish on it. A version that fails to load (a
 store outage looks the same as a damaged copy) is reported, counted and tried again at later
 polls, backing off from ``poll_interval_s`` to ``load_retry_max_s``; the old one stays live.
-A version republished under the same number (a wiped store) is loaded again: the marker the
+A version republished under the same number (a wiped store) is loaded again: the release the
 store shows is compared with the live one's, and the local copy is verified against the
 store (``dlpipe.registry.sync``). After a swap, local copies beyond ``keep_versions`` go.
 
@@ -20,6 +21,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,7 @@ class ModelRegistry:
         self.model_dir = Path(cfg.serving.model_dir).expanduser()
         self._client = client
         self._live: dict[str, Servable] = {}
+        self._released: dict[str, dict[str, Any]] = {}  # the release each live version came from
         self._loading: dict[str, int] = {}
         self._failed: dict[str, _Failure] = {}
         self._batchers: dict[tuple[int, str], Batcher] = {}  # (id of the servable, signature)
@@ -126,6 +129,7 @@ class ModelRegistry:
                 self._loading.pop(model, None)
             self._failed.pop(model, None)
             self._live[model] = servable
+            self._released[model] = info
             self.metrics.loads.labels(model, "loaded").inc()
             self.metrics.loaded_version.labels(model).set(version)
             log.info("serving %s version %s%s", model, version,
@@ -136,10 +140,10 @@ class ModelRegistry:
                                        live.version if live else version)
 
     def _due(self, model: str, version: int, info: dict[str, Any]) -> bool:
-        """Whether the promoted ``version`` (with marker ``info``) should be loaded now: it
-        is not the live one (or was republished), and is not waiting out a failure's backoff."""
+        """Whether the served ``version`` (released as ``info``) should be loaded now: it is
+        not the live one (or was republished), and is not waiting out a failure's backoff."""
         live = self._live.get(model)
-        if live is not None and live.version == version and live.info == info:
+        if live is not None and live.version == version and self._released.get(model) == info:
             return False
         failed = self._failed.get(model)
         return not (failed and (failed.version, failed.info) == (version, info)
@@ -164,13 +168,18 @@ class ModelRegistry:
         return self._client
 
     def _promoted(self, model: str) -> tuple[int, dict[str, Any]] | None:
-        """The newest promoted version and its marker (the store's ``dlpipe-model.json``)."""
-        from dlpipe.registry.store import complete_versions
+        """The served version and what identifies its release: one GET of the release pointer
+        (``dlpipe.registry.release``), whatever the number of versions in the store."""
+        from dlpipe.registry.release import served_version
 
-        promoted = [i for i in complete_versions(self._client_(), self.cfg.buckets.models, model)
-                    if i.get("promoted")]
-        best = max(promoted, key=lambda i: i["version"], default=None)
-        return None if best is None else (best["version"], best)
+        served = served_version(self._client_(), self.cfg.buckets.models, model)
+        if served is None:
+            return None
+        released = served.record.get("at") or served.record.get("created_at")
+        if released:  # for the "no release for N days" alert
+            self.metrics.released_at.labels(model).set(
+                datetime.strptime(released, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp())
+        return served.version, served.identity
 
     def _load(self, model: str, version: int) -> Servable:
         from dlpipe.registry.sync import download_version

@@ -71,8 +71,12 @@ async def serve(cfg: Config) -> None:
 
         grpc_server = await start_grpc(app.state.registry, host=cfg.serving.host,
                                        port=cfg.serving.grpc_port)
+    from dlpipe.core.telemetry import announced
+
+    host = "127.0.0.1" if cfg.serving.host in ("0.0.0.0", "::") else cfg.serving.host
     try:
-        await asyncio.gather(*(server.serve() for server in servers))
+        with announced(cfg, "serve", cfg.serving.admin_port or cfg.serving.port, host=host):
+            await asyncio.gather(*(server.serve() for server in servers))
     finally:
         if grpc_server is not None:
             await grpc_server.stop(grace=5)

@@ -131,6 +131,7 @@ def _export_version(spark: SparkSession, cfg: Config, *, name: str, version: int
     from spark_jobs.export.transforms import (
         SPLIT_METHOD,
         check_fractions,
+        kafka_offset_ranges,
         plan_shards,
         to_example_columns,
         with_shard,
@@ -151,6 +152,8 @@ def _export_version(spark: SparkSession, cfg: Config, *, name: str, version: int
     with step("counting records per split and class"):
         by_class, size = split_stats(rows, cfg.ingest.classes)
     records = {s: sum(by_class[s].values()) for s in SPLITS}
+    offsets = ([r.asDict() for r in kafka_offset_ranges(df).collect()]
+               if "kafka_offset" in df.columns else [])
     plan = plan_shards(records, size, target_bytes=int(cfg.export.shard_target_mb * 2**20),
                        min_train_shards=cfg.training.workers)
     targets, part = {}, 0
@@ -171,7 +174,7 @@ def _export_version(spark: SparkSession, cfg: Config, *, name: str, version: int
         dataset=name, bucket=bucket, prefix=prefix, export_id=export_id,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         source={"table": table, "delta_version": version, "delta_timestamp": committed,
-                "rows": sum(records.values())},
+                "rows": sum(records.values()), "kafka_offsets": offsets},
         split={"method": SPLIT_METHOD, "salt": cfg.export.split_salt, "fractions": fractions},
         classes=list(cfg.ingest.classes),
         image={"format": "PNG", "height": cfg.ingest.image.target_height,
@@ -184,7 +187,14 @@ def _export_version(spark: SparkSession, cfg: Config, *, name: str, version: int
     )
     with step("publishing (copy from staging, then manifest.json)"):
         publish.publish(client, manifest, staging)
-    print(summary(manifest, time.monotonic() - started))
+    seconds = time.monotonic() - started
+    print(summary(manifest, seconds))
+    from dlpipe.core.telemetry import push_run_figures
+
+    push_run_figures(cfg, "export", {
+        "records": sum(records.values()), "shards": len(shards), "seconds": seconds,
+        "delta_version": version, "last_success_timestamp_seconds": time.time()},
+        labels={"dataset": name})
     return manifest
 
 

@@ -110,3 +110,12 @@ def plan_shards(records: Mapping[str, int], estimated_bytes: Mapping[str, int], 
             wanted = max(wanted, min_train_shards)
         plan[split] = min(max(wanted, 1 if n else 0), n)
     return plan
+
+
+def kafka_offset_ranges(df: DataFrame) -> DataFrame:
+    """Lineage of a table version: per Kafka partition, the first and last offset its rows
+    came from and how many rows (a range can have gaps: duplicates and quarantined records)."""
+    return (df.groupBy(F.col("kafka_partition").alias("partition"))
+            .agg(F.min("kafka_offset").alias("first"), F.max("kafka_offset").alias("last"),
+                 F.count("*").alias("rows"))
+            .orderBy("partition"))

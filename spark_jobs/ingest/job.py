@@ -17,7 +17,8 @@ import logging
 import signal
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from dlpipe.core.args import add_config_args, config_from_args, run_main
@@ -116,8 +117,41 @@ def _run_query(spark: SparkSession, cfg: Config, *, once: bool,
     from spark_jobs.ingest.table_check import check_clean_table
 
     check_clean_table(spark, cfg.ingest, cfg.tables.clean)
+    with ingest_metrics(spark, cfg) as metrics:
+        return _await(spark, cfg, once=once, running=running, metrics=metrics)
+
+
+@contextmanager
+def ingest_metrics(spark: SparkSession, cfg: Config) -> Iterator[Any]:
+    """Ingest's /metrics while the query runs, announced to Prometheus (dlpipe.core.telemetry)."""
+    if not cfg.monitoring.enabled:
+        yield None
+        return
+    from dlpipe.core.telemetry import announced, serve_metrics
+    from spark_jobs.ingest.metrics import IngestMetrics, make_listener
+
+    metrics = IngestMetrics(cfg.ingest.query_name)
+    server, port = serve_metrics(metrics.registry, host=cfg.monitoring.host,
+                                 port=cfg.monitoring.ingest_port)
+    listener = make_listener(metrics)
+    spark.streams.addListener(listener)
+    log.info(f"ingest: metrics on http://{cfg.monitoring.host}:{port}/metrics")
+    try:
+        with announced(cfg, "ingest", port, host=cfg.monitoring.host,
+                       labels={"query": cfg.ingest.query_name}):
+            yield metrics
+    finally:
+        spark.streams.removeListener(listener)
+        server.shutdown()
+        server.server_close()
+
+
+def _await(spark: SparkSession, cfg: Config, *, once: bool, running: list[StreamingQuery],
+           metrics: Any) -> list[dict[str, Any]]:
     started = time.monotonic()
     query, sink = start_query(spark, cfg, once=once)
+    if metrics is not None:
+        sink.on_batch = metrics.on_batch
     running.append(query)
     # The handlers only set a flag: the main thread is inside a py4j call (awaitTermination),
     # and a py4j call from a signal handler on that thread breaks its connection (the driver

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,7 @@ class IngestSink:
     # whose query manager does not list it.
     owner: SparkSession
     batches: list[dict[str, Any]] = field(default_factory=list)
+    on_batch: Callable[[dict[str, Any]], None] | None = None  # metrics (spark_jobs.ingest.metrics)
 
     def __post_init__(self) -> None:
         self._inspect = make_inspect_udf(image_limits(self.cfg))
@@ -129,6 +131,8 @@ class IngestSink:
         self._last = (batch_id, newest)
         lap("write_accounting")
         self.batches.append(stats)
+        if self.on_batch is not None:
+            self.on_batch(stats)
         seconds = stats["seconds"]
         log.info(json.dumps({"event": "ingest_batch", **stats, "phase_seconds": phases,
                              "rows_per_s": round(stats["rows_in"] / seconds, 1) if seconds else None},

@@ -57,7 +57,8 @@ class ScoreReport:
 
 def resolve_version(cfg: Config, model: str, version: int | None) -> int:
     from dlpipe.core.s3 import check_name, s3_client
-    from dlpipe.registry.store import read_info, serving_version
+    from dlpipe.registry.release import serving_version
+    from dlpipe.registry.store import read_info
 
     check_name("model", model)
     client = s3_client(cfg)
@@ -140,6 +141,12 @@ def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None
         report = score(session, cfg, model=args.model, version=args.version, rescore=args.rescore)
     log.info(f"{report.scored:,} rows scored in {report.seconds:.1f}s ({report.rate:,.0f} rows/s); "
              f"{report.total:,} predictions of {report.model} v{report.version} in {report.table}")
+    from dlpipe.core.telemetry import push_run_figures
+
+    push_run_figures(cfg, "score", {
+        "rows": report.scored, "seconds": report.seconds, "rows_per_second": report.rate,
+        "model_version": report.version, "last_success_timestamp_seconds": time.time()},
+        labels={"model": report.model})
     return 0
 
 

@@ -65,7 +65,8 @@ def make_spec(cfg: Config, manifest: Manifest, *, run_id: str, workers: int) -> 
         checkpoint_every_steps=t.checkpoint_every_steps, augment=t.augment,
         shuffle_buffer=t.shuffle_buffer, seed=t.seed, min_test_accuracy=t.min_test_accuracy,
         min_test_records=t.min_test_records, promotion_confidence=t.promotion_confidence,
-        max_train_accuracy_gap=t.max_train_accuracy_gap, bn_recalibration_batches=t.bn_recalibration_batches,
+        max_train_accuracy_gap=t.max_train_accuracy_gap, champion_margin=t.champion_margin,
+        bn_recalibration_batches=t.bn_recalibration_batches,
     )
 
 
@@ -174,6 +175,16 @@ def train(spark: SparkSession | None, cfg: Config, *, workers: int, run_id: str 
     log.info(f"train: {result['model_uri']} in {seconds:.0f}s; " + ", ".join(
              f"{split} acc {m['accuracy']:.4f}" for split, m in result["metrics"].items()))
     log.info(describe_decision(result))
+    from dlpipe.registry.tracking import log_training
+
+    log_training(cfg, client, result, epochs=store.metrics(), manifest=manifest)
+    from dlpipe.core.telemetry import push_run_figures
+
+    push_run_figures(cfg, "train", {
+        "test_accuracy": result["test_accuracy"], "promoted": result["promoted"],
+        "served": result.get("served", False), "version": result["version"], "seconds": seconds,
+        "workers": workers, "last_success_timestamp_seconds": time.time()},
+        labels={"model": cfg.training.model_name})
     check = result.get("export_check") or {}
     if check and not check["ok"]:
         raise DlpipeError(f"train: {check['reason']}; version {result['version']} was published but "
@@ -189,8 +200,18 @@ def describe_decision(result: dict[str, Any]) -> str:
     if promotion is None:  # a version trained before decisions were recorded
         return f"train: {'promoted' if result['promoted'] else 'not promoted'}"
     check = result.get("export_check") or {"ok": True}
-    why = check["reason"] if promotion["promoted"] and not check["ok"] else promotion["reason"]
-    return f"train: {'promoted' if result['promoted'] else 'NOT promoted'}: {why}"
+    champion = result.get("champion") or {"ok": True, "reason": ""}
+    if not promotion["promoted"]:
+        why = promotion["reason"]
+    elif not check["ok"]:
+        why = check["reason"]
+    elif not champion["ok"]:
+        why = champion["reason"]
+    else:
+        why = "; ".join(r for r in (promotion["reason"], champion["reason"]) if r)
+    served = ("" if not result["promoted"] or result.get("served", True)
+              else " (another release came first: it is not served)")
+    return f"train: {'promoted' if result['promoted'] else 'NOT promoted'}{served}: {why}"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

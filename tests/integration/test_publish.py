@@ -9,7 +9,8 @@ import pytest
 
 from dlpipe.core.publish import publish, remove_prefix, upload_files
 from dlpipe.core.s3 import child_names, numeric_names, s3_client
-from dlpipe.registry.store import MARKER, publish_model, serving_version
+from dlpipe.registry.release import serving_version
+from dlpipe.registry.store import MARKER, publish_model
 
 pytestmark = pytest.mark.integration
 

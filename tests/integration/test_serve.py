@@ -18,6 +18,7 @@ import pytest
 from dlpipe.core.config import with_overrides
 from dlpipe.core.process import free_ports
 from dlpipe.core.s3 import s3_client
+from dlpipe.registry.release import promote
 from dlpipe.registry.store import publish_model
 from dlpipe.registry.sync import download_version
 from dlpipe.serving.launch import running_server
@@ -301,10 +302,12 @@ def test_grpc_tensor_bombs_are_refused_by_their_declared_shape(server):
 
 def _republish(server, tmp_path: Path, *, promoted: bool) -> int:
     cfg = server["cfg"]
-    local = server["model_dir"] / server["name"] / "1"
-    return publish_model(s3_client(cfg), cfg.buckets.models, server["name"], local,
-                         extras={}, info={"promoted": promoted, "image": {"height": 8, "width": 8,
-                                                                         "channels": 1}})
+    local, client = server["model_dir"] / server["name"] / "1", s3_client(cfg)
+    version = publish_model(client, cfg.buckets.models, server["name"], local, extras={},
+                            info={"promoted": promoted, "image": {"height": 8, "width": 8, "channels": 1}})
+    if promoted:  # what training does after its checks: move the release pointer
+        promote(client, cfg.buckets.models, server["name"], version, reason="test")
+    return version
 
 
 def test_hot_reload_under_load_fails_no_request(server, samples, tmp_path):

@@ -329,3 +329,44 @@ def test_a_republished_version_replaces_the_stale_copy_and_old_copies_are_pruned
         assert publish_probe(cfg, name, "fifth", tmp_path) == 3
         wait_for(lambda: served(running.url, name) == ("3", "fifth"))
         wait_for(lambda: sorted(p.name for p in (models / name).iterdir()) == ["2", "3"], 10)
+
+
+def test_promote_and_rollback_move_serving_and_sync_within_one_poll(cfg, tmp_path, test_env):
+    """Issue 18: releases are audited pointer changes; the server follows at its next poll
+    (here 1 s) and ``models sync`` copies what the pointer names."""
+    import subprocess
+    import sys
+
+    from dlpipe.registry.release import read_pointer
+    from dlpipe.registry.sync import sync_model
+
+    name = f"probe-release-{uuid.uuid4().hex[:6]}"
+    client, bucket = s3_client(cfg), cfg.buckets.models
+    assert [publish_probe(cfg, name, tag, tmp_path) for tag in ("one", "two")] == [1, 2]
+    publish_model(client, bucket, name, next(tmp_path.glob("one-*")) / "model", extras={},
+                  info={"promoted": False, "run_id": "three"})
+
+    def models(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(Path(sys.executable).parent / "dlpipe"), "models", *args, "--model", name],
+                              env=test_env, capture_output=True, text=True, timeout=120)
+
+    cfg = with_overrides(cfg, {**LIMITS, "serving.model_dir": str(tmp_path / "models")})
+    with running_server(cfg, models=[name], log=tmp_path / "serve.log") as running:
+        assert served(running.url, name) == ("2", "two"), "no pointer yet: the newest promoted"
+        steps = [(("promote", "1", "--reason", "two is slow"), ("1", "one")),
+                 (("rollback",), ("2", "two")), (("promote", "1"), ("1", "one"))]
+        for args, expected in steps:
+            done = models(*args)
+            assert done.returncode == 0, done.stderr
+            started = time.monotonic()
+            wait_for(lambda expected=expected: served(running.url, name) == expected, 30)
+            assert time.monotonic() - started < 10, "followed within a poll (and a load)"
+            assert sync_model(client, bucket, name, tmp_path / "sync").version == int(expected[0])
+        refused = models("promote", "3")
+        assert refused.returncode == 2 and "was not promoted by training" in refused.stderr
+        assert "--force" in refused.stderr and "Traceback" not in refused.stderr
+        assert read_pointer(client, bucket, name).version == 1
+    history = models("history").stdout.splitlines()
+    assert [line.split()[2:5] for line in history] == [
+        ["promote", "2", "->"], ["rollback", "1", "->"], ["promote", "2", "->"]]
+    assert "two is slow" in history[0] and read_pointer(client, bucket, name).history == (2,)

@@ -19,7 +19,8 @@ from dlpipe.core.config import with_overrides
 from dlpipe.core.errors import DlpipeError
 from dlpipe.core.s3 import s3_client
 from dlpipe.localstack.install import locate
-from dlpipe.registry.store import complete_versions, read_info, serving_version
+from dlpipe.registry.release import serving_version
+from dlpipe.registry.store import complete_versions, read_info
 from models.checkpoints import CheckpointError, RunStore
 from spark_jobs.train import job as train_job
 
@@ -41,7 +42,8 @@ def trained(spark, train_cfg):
 
 
 def test_two_workers_reach_95_percent_and_export_version_1_with_lineage(trained, train_cfg, exported):
-    assert trained["version"] == 1 and trained["promoted"]
+    assert trained["version"] == 1 and trained["promoted"] and trained["served"]
+    assert trained["champion"]["reason"] == "no version is served yet"
     assert trained["metrics"]["test"]["accuracy"] >= 0.95, trained["metrics"]
     promotion, check = trained["promotion"], trained["export_check"]
     assert promotion["records"] == exported.counts["test"]["records"] >= 50
@@ -104,15 +106,27 @@ def test_export_loads_with_both_signatures_that_agree(trained, train_cfg, export
     assert names == [exported.classes[i] for i in by_bytes["class_index"].numpy()]
 
 
-def test_versions_increase_and_an_unpromoted_model_is_not_served(spark, trained, train_cfg):
-    strict = with_overrides(train_cfg, {"training.min_test_accuracy": 1.01, "training.epochs": 1})
-    second = train_job.train(spark, strict, workers=1, run_id=f"strict-{uuid.uuid4().hex[:6]}")
-    assert second["version"] == trained["version"] + 1 and not second["promoted"]
+def test_a_worse_model_passes_the_bar_but_not_the_champion_and_is_not_served(spark, trained, train_cfg):
+    """Issue 18: one epoch at a tiny learning rate clears a bar of 0 but not the champion (the
+    served version 1, run through its exported signature on the same test records)."""
+    worse = with_overrides(train_cfg, {"training.min_test_accuracy": 0.0, "training.epochs": 1,
+                                       "training.learning_rate": 1e-7,
+                                       "training.max_train_accuracy_gap": 1.0})
+    second = train_job.train(spark, worse, workers=1, run_id=f"worse-{uuid.uuid4().hex[:6]}")
+    assert second["version"] == trained["version"] + 1
+    assert second["promotion"]["promoted"] and not second["promoted"] and not second["served"]
+    champion = second["champion"]
+    assert not champion["ok"] and champion["champion_version"] == trained["version"], champion
+    records = champion["records"]
+    assert records == trained["promotion"]["records"]
+    assert champion["champion_accuracy"] == pytest.approx(trained["metrics"]["test"]["accuracy"],
+                                                          abs=2 / records)
+    assert "below champion version 1" in train_job.describe_decision(second)
     client, bucket, name = s3_client(train_cfg), train_cfg.buckets.models, train_cfg.training.model_name
     assert [i["version"] for i in complete_versions(client, bucket, name)] == [1, 2]
     assert serving_version(client, bucket, name) == trained["version"]
     assert read_info(client, bucket, name, 2)["promoted"] is False
-    again = train_job.train(spark, strict, workers=1, run_id=second["run_id"])
+    again = train_job.train(spark, worse, workers=1, run_id=second["run_id"])
     assert again["version"] == second["version"], "a finished run id is not trained again"
 
 
@@ -206,3 +220,35 @@ def test_two_workers_on_the_standalone_cluster_train_and_export(cluster, train_c
     done = RunStore(s3_client(train_cfg), train_cfg.buckets.checkpoints, run_id).done()
     assert done is not None and done["version"] >= 1
     assert train_cfg.s3_credentials()[1] not in out.stdout + out.stderr
+
+
+def test_tensorboard_shows_a_runs_event_files_from_minio(trained, train_cfg, test_env, tmp_path):
+    """Issue 18: `dlpipe tensorboard --run ID` copies the run's event files and serves them."""
+    import httpx
+
+    from dlpipe.core.process import free_ports
+
+    (port,) = free_ports(1)
+    exe = str(Path(sys.executable).parent / "dlpipe")
+    listed = subprocess.run([exe, "tensorboard"], env=test_env, capture_output=True, text=True,
+                            timeout=120)
+    assert trained["run_id"] in listed.stdout.split(), listed.stdout + listed.stderr
+    board = subprocess.Popen([exe, "tensorboard", "--run", trained["run_id"], "--port", str(port),
+                              "--refresh", "0", "--dest", str(tmp_path)], env=test_env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        deadline, tags = time.monotonic() + 120, {}
+        while time.monotonic() < deadline and not tags:
+            assert board.poll() is None, board.stderr.read()
+            try:
+                tags = httpx.get(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5).json()
+            except (httpx.HTTPError, ValueError):
+                time.sleep(1)
+        assert any("accuracy" in t for run in tags.values() for t in run), tags
+    finally:
+        os.killpg(board.pid, signal.SIGTERM)
+        board.wait(30)
+    missing = subprocess.run([exe, "tensorboard", "--run", "no-such-run"], env=test_env,
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "has no TensorBoard files" in missing.stderr

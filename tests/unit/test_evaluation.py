@@ -38,3 +38,26 @@ def test_the_export_check_fails_when_inference_lags_training():
     assert check_export(0.97, 0.99, tolerance=0.05).ok
     assert check_export(1.0, 0.9, tolerance=0.05).ok, "inference may beat training (dropout, averaging)"
     assert check_export(0.5, None, tolerance=0.05).ok
+
+
+def test_a_challenger_below_the_champion_on_the_same_records_is_refused():
+    from models.evaluation import compare_with_champion
+
+    worse = compare_with_champion(0.91, records=200, margin=0.0, champion_version=3, champion_accuracy=0.95)
+    assert not worse.ok and "champion version 3's 0.9500" in worse.reason
+    assert compare_with_champion(0.95, records=200, margin=0.0, champion_version=3,
+                                 champion_accuracy=0.95).ok, "as good as the champion is enough"
+    assert not compare_with_champion(0.955, records=200, margin=0.01, champion_version=3,
+                                     champion_accuracy=0.95).ok, "a positive margin asks for more"
+    assert compare_with_champion(0.94, records=200, margin=-0.02, champion_version=3,
+                                 champion_accuracy=0.95).ok, "a negative margin tolerates a loss"
+
+
+def test_without_a_comparable_champion_the_other_checks_decide():
+    from models.evaluation import compare_with_champion
+
+    first = compare_with_champion(0.5, records=10, margin=0.0, champion_version=None, champion_accuracy=None)
+    assert first.ok and first.reason == "no version is served yet"
+    other = compare_with_champion(0.5, records=10, margin=0.0, champion_version=2, champion_accuracy=None,
+                                  incomparable="it was trained on classes ['a', 'b']")
+    assert other.ok and "not compared: it was trained on classes" in other.reason

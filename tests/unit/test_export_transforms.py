@@ -10,6 +10,7 @@ from chispa import assert_df_equality
 from dlpipe.core.errors import ConfigError, DlpipeError
 from spark_jobs.export.transforms import (
     check_fractions,
+    kafka_offset_ranges,
     plan_shards,
     split_of,
     with_shard,
@@ -55,6 +56,14 @@ def test_shards_cover_each_split_and_parts_are_global(spark):
                     ("test", 0, 4), ("test", 1, 5)}
     per_train_shard = Counter(r["shard"] for r in rows if r["split"] == "train")
     assert min(per_train_shard.values()) > 0.8 * max(per_train_shard.values())
+
+
+def test_kafka_offset_ranges_give_each_partitions_first_and_last_offset(spark):
+    rows = [("a", 0, 5), ("b", 0, 9), ("c", 1, 3), ("d", 0, 7)]
+    df = spark.createDataFrame(rows, "id STRING, kafka_partition INT, kafka_offset BIGINT")
+    expected = spark.createDataFrame([(0, 5, 9, 3), (1, 3, 3, 1)],
+                                     "partition INT, first BIGINT, last BIGINT, rows BIGINT")
+    assert_df_equality(kafka_offset_ranges(df), expected, ignore_nullable=True)
 
 
 @pytest.mark.parametrize(("fractions", "message"), [

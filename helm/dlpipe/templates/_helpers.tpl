@@ -85,6 +85,7 @@ DLPIPE__BUCKETS__CHECKPOINTS: {{ .Values.buckets.checkpoints | quote }}
 DLPIPE__TABLES__CLEAN: {{ printf "s3a://%s/tables/clean_images" .Values.buckets.lake | quote }}
 DLPIPE__TABLES__QUARANTINE: {{ printf "s3a://%s/tables/quarantine" .Values.buckets.lake | quote }}
 DLPIPE__TABLES__INGEST_BATCHES: {{ printf "s3a://%s/tables/ingest_batches" .Values.buckets.lake | quote }}
+DLPIPE__TABLES__PREDICTIONS: {{ printf "s3a://%s/tables/predictions" .Values.buckets.lake | quote }}
 DLPIPE__INGEST__CHECKPOINT: {{ printf "s3a://%s/ingest/raw-images" .Values.buckets.checkpoints | quote }}
 DLPIPE__KAFKA__TOPICS__RAW__NAME: {{ .Values.kafka.rawTopic | quote }}
 DLPIPE__TRAINING__MODEL_NAME: {{ .Values.model.name | quote }}

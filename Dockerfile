@@ -7,14 +7,13 @@
 #   docker build -t ghcr.io/dlpipe/dlpipe:0.1.0 .
 #   docker build -t ghcr.io/dlpipe/dlpipe:0.1.0-gpu --build-arg TF_VARIANT=gpu .   # CUDA TensorFlow
 #
-# Spark on Kubernetes starts pods with the arguments `driver ...` / `executor ...` and expects
-# Spark's own entrypoint to dispatch them; it is taken from the official Spark image (its
-# contract is the same across Spark 4.x). Any other command runs as given (`dlpipe serve ...`).
+# Spark on Kubernetes starts pods with the arguments `driver ...` / `executor ...`;
+# docker/spark-entrypoint.sh turns them into the commands of pyspark 4.2.0's own Kubernetes
+# backend (checked against its jar by tests/deploy/test_entrypoint.py; borrowing another Spark
+# release's entrypoint would tie the image to that release's contract). Any other command runs
+# as given (`dlpipe serve ...`).
 
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
-ARG SPARK_IMAGE=apache/spark:4.0.0
-
-FROM ${SPARK_IMAGE} AS spark-dist
 
 # -- build: the venv and the connector jars ------------------------------------------------
 FROM ${PYTHON_IMAGE} AS build
@@ -63,7 +62,7 @@ RUN apt-get update \
  && useradd --uid 10001 --gid 10001 --home-dir /home/dlpipe --create-home --shell /usr/sbin/nologin dlpipe
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/dlpipe/tools /opt/dlpipe/tools
-COPY --from=spark-dist /opt/entrypoint.sh /opt/decom.sh /opt/
+COPY --chmod=0755 docker/spark-entrypoint.sh /opt/entrypoint.sh
 COPY conf/ /opt/dlpipe/conf/
 COPY spark_jobs/ /opt/dlpipe/spark_jobs/
 # Spark's GPU discovery script (spark.executor.resource.gpu.discoveryScript): the GPUs the
@@ -74,13 +73,14 @@ RUN mkdir -p /opt/dlpipe/bin \
  && printf '%s\n' '#!/usr/bin/env bash' 'set -euo pipefail' \
       'ADDRS=$(nvidia-smi --query-gpu=index --format=csv,noheader | paste -sd, - | sed "s/,/\",\"/g")' \
       'echo "{\"name\": \"gpu\", \"addresses\": [\"$ADDRS\"]}"' > /opt/dlpipe/bin/get-gpus-resources.sh \
- && chmod 0755 /opt/dlpipe/bin/get-gpus-resources.sh /opt/entrypoint.sh /opt/decom.sh
+ && chmod 0755 /opt/dlpipe/bin/get-gpus-resources.sh
 ENV JAVA_HOME=/usr/lib/jvm/java-17-openjdk-${TARGETARCH} \
     SPARK_HOME=/opt/venv/lib/python3.11/site-packages/pyspark \
     PATH=/opt/venv/bin:/opt/venv/lib/python3.11/site-packages/pyspark/bin:$PATH \
     PYSPARK_PYTHON=/opt/venv/bin/python \
     PYSPARK_DRIVER_PYTHON=/opt/venv/bin/python \
     DLPIPE_HOME=/opt/dlpipe/tools \
+    HADOOP_USER_NAME=dlpipe \
     DLPIPE_CONFIG=/opt/dlpipe/conf/pipeline.yaml \
     TF_USE_LEGACY_KERAS=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -136,6 +136,11 @@ def _summary(cfg: Config, sent: int, totals: Counter, reasons: Counter, manifest
         "served version": "none" if serving is None else f"{name} v{serving}",
         "predictions table": f"{cfg.tables.predictions} "
                              + ("" if scored is None else f"({scored.total:,} rows for v{serving})"),
+        **({"MLflow": f"{cfg.tracking_uri} (experiment {cfg.tracking.experiment!r}, registered "
+                      f"model {name!r})"} if cfg.tracking_uri and cfg.stack.mlflow.enabled else {}),
+        **({"Prometheus": f"http://{cfg.stack.host}:{cfg.stack.prometheus.port} (try "
+                          "sum by (outcome) (dlpipe_ingest_rows_total))"}
+           if cfg.stack.prometheus.enabled else {}),
     }
 
 

@@ -148,6 +148,8 @@ JOBS: dict[str, tuple[str, str]] = {
               "batch inference over the clean table into the predictions Delta table"),
     "models": ("dlpipe.cli.models_cmd",
                "list model versions, promote or roll back the served one, or copy it for TF Serving"),
+    "drift": ("spark_jobs.drift.job",
+              "land sampled requests, compare live inputs and predictions with the training data"),
     "tensorboard": ("dlpipe.cli.tensorboard_cmd",
                     "TensorBoard on a training run's event files from MinIO"),
 }

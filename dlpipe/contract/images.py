@@ -18,3 +18,20 @@ def sniff_format(data: bytes) -> str | None:
         if data.startswith(magic):
             return name
     return None
+
+
+def image_statistics(data: bytes) -> tuple[float, float, int, int] | None:
+    """(mean, std of grey levels in [0, 1], width, height) of an encoded image; None if it
+    does not decode. The same function describes training images and served ones for
+    ``dlpipe drift``, so the two are measured alike."""
+    import io
+
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+    return float(grey.mean()), float(grey.std()), int(grey.shape[1]), int(grey.shape[0])

@@ -107,6 +107,7 @@ class TablesConfig(_Section):
     quarantine: str
     ingest_batches: str
     predictions: str = "s3a://dlpipe-lake/tables/predictions"
+    served_samples: str = "s3a://dlpipe-lake/tables/served_samples"  # sampled requests (drift)
 
 
 class ImageConfig(_Section):
@@ -198,7 +199,7 @@ class MonitoringConfig(_Section):
     host: str = "127.0.0.1"               # where ingest's /metrics listens (0.0.0.0 in a pod)
     ingest_port: int = 0                  # ingest's /metrics; 0: a free port, announced below
     targets_dir: Path | None = None       # file_sd folder; None: the local stack's
-    otlp_endpoint: str | None = None      # None: the local stack's Prometheus OTLP receiver
+    otlp_endpoint: str | None = None      # None: the local stack's Prometheus; "": no push
     timeout_s: float = 5.0
 
 
@@ -224,8 +225,19 @@ class ServingConfig(_Section):
     batch_timeout_ms: float = 2.0
     load_retry_max_s: float = 300.0       # a failed load is retried, backing off up to this
     keep_versions: int = 2                # local copies kept per model
+    sample_rate: float = 0.0              # share of predicted examples sent to the samples topic
     auth_tokens_file: Path | None = None  # bearer tokens, one a line; None: no auth
     admin_port: int = 0                   # /metrics on this port instead; 0: on the API port
+
+
+class DriftConfig(_Section):
+    """``dlpipe drift``: live inputs and predictions against the served version's training data."""
+    window_hours: float = 24.0            # live samples of the last this many hours
+    min_samples: int = 100                # fewer: no verdict
+    psi_threshold: float = 0.2            # population stability index above this: drift
+    bins: int = 10                        # quantile bins of the training data, per statistic
+    training_sample: int = 5000           # training rows whose statistics are the reference
+    checkpoint: str = "s3a://dlpipe-checkpoints/drift/served-samples"
 
 
 class ScoringConfig(_Section):
@@ -268,6 +280,7 @@ class Config(_Section):
     monitoring: MonitoringConfig = MonitoringConfig()
     serving: ServingConfig = ServingConfig()
     scoring: ScoringConfig = ScoringConfig()
+    drift: DriftConfig = DriftConfig()
     maintain: MaintainConfig = MaintainConfig()
     source: Path = Path("conf/pipeline.yaml")
 
@@ -292,10 +305,16 @@ class Config(_Section):
     @property
     def otlp_metrics_endpoint(self) -> str | None:
         """Where batch jobs push their run figures; None: they do not."""
-        if not self.monitoring.enabled:
+        if not self.monitoring.enabled or self.monitoring.otlp_endpoint == "":
             return None
         return self.monitoring.otlp_endpoint or (
             f"http://{self.stack.host}:{self.stack.prometheus.port}/api/v1/otlp/v1/metrics")
+
+    @property
+    def samples_topic(self) -> str:
+        """Where ``dlpipe serve`` sends sampled requests (``kafka.topics.samples``)."""
+        topic = self.kafka.topics.get("samples")
+        return topic.name if topic else f"dlpipe.{self.pipeline.name}.served-samples"
 
     @property
     def kafka_bootstrap_servers(self) -> str:

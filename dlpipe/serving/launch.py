@@ -42,7 +42,7 @@ def running_server(cfg: Config, *, models: Sequence[str], log: Path, port: int |
     args = [sys.executable, "-m", "dlpipe.serving.server", "--port", str(port),
             "--grpc-port", str(grpc_port), "--host", "127.0.0.1",
             f"--set=s3.endpoint={cfg.s3_endpoint}", f"--set=buckets.models={cfg.buckets.models}",
-            *serving, *extra]
+            f"--set=kafka.topics.samples.name={cfg.samples_topic}", *serving, *extra]
     for m in models:
         args += ["--model", m]
     env = {**os.environ, "DLPIPE_CONFIG": str(cfg.source), "DLPIPE_STATE_DIR": str(cfg.stack.state_dir)}

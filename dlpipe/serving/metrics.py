@@ -33,6 +33,9 @@ class Metrics:
             "dlpipe_serve_model_released_timestamp_seconds",
             "When the served version was released (promoted, rolled back) or published",
             ["model"], registry=self.registry)
+        self.samples = Counter(
+            "dlpipe_serve_samples", "Predicted examples sampled for drift, by outcome (sent, dropped)",
+            ["model", "outcome"], registry=self.registry)
         self.loads = Counter(
             "dlpipe_serve_model_loads", "Model version loads, by outcome",
             ["model", "outcome"], registry=self.registry)

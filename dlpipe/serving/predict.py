@@ -132,6 +132,8 @@ class Predictor:
                 raise RequestError(f"the model failed: {first_line(exc)}", status=500) from None
             raise RequestError(f"the model could not process the input: {first_line(exc)}") from None
         self.registry.metrics.examples.labels(servable.model).inc(request.batch_size)
+        self.registry.sampler.offer(servable.model, servable.version, request.signature,
+                                    request.inputs, outputs, request.batch_size)
         return Prediction(servable, request, outputs)
 
     def json_body(self, body: Any) -> Parse:

@@ -57,6 +57,9 @@ class ModelRegistry:
         self.cfg = cfg
         self.models = list(cfg.serving.models)
         self.metrics = metrics
+        from dlpipe.serving.sampling import Sampler
+
+        self.sampler = Sampler(cfg, metrics)  # for `dlpipe drift` (serving.sample_rate)
         self.model_dir = Path(cfg.serving.model_dir).expanduser()
         self._client = client
         self._live: dict[str, Servable] = {}
@@ -201,6 +204,7 @@ class ModelRegistry:
             self._batchers.pop(key).close()
 
     def close(self) -> None:
+        self.sampler.close()
         for batcher in self._batchers.values():
             batcher.close()
         self._batchers.clear()

@@ -171,7 +171,16 @@ def _await(spark: SparkSession, cfg: Config, *, once: bool, running: list[Stream
             signal.signal(sig, handler)
     if query.exception() is not None:
         raise RuntimeError(f"ingest query failed: {query.exception()}")
-    print(summary(sink.batches, time.monotonic() - started))
+    seconds = time.monotonic() - started
+    print(summary(sink.batches, seconds))
+    if once:  # a run that ends may end between two scrapes: its totals are pushed as well
+        from dlpipe.core.telemetry import push_run_figures
+
+        push_run_figures(cfg, "ingest_run", {
+            **{k: sum(b[k] for b in sink.batches) for k in ("rows_in", "clean", "quarantined",
+                                                             "duplicates")},
+            "batches": len(sink.batches), "seconds": seconds,
+            "last_success_timestamp_seconds": time.time()}, labels={"query": cfg.ingest.query_name})
     return sink.batches
 
 

@@ -93,6 +93,11 @@ def score(spark: SparkSession, cfg: Config, *, model: str | None = None, version
     version = resolve_version(cfg, model, version)
     table = cfg.tables.predictions
     started = time.monotonic()
+    from dlpipe.core.delta_io import table_exists
+
+    if not table_exists(spark, cfg.tables.clean):
+        raise DlpipeError(f"there is no clean table to score at {cfg.tables.clean}",
+                          fix="dlpipe ingest --once (or set tables.clean to the table to score)")
     ensure_table(spark, table)
     rows = spark.read.format("delta").load(cfg.tables.clean).select("id", F.col("image_png").alias("image"))
     if not rescore:

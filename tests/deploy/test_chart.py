@@ -209,3 +209,16 @@ def test_documentation_check_can_fail() -> None:
     flagged = [leaf for leaf in _leaves(yaml.safe_load(text))
                if not any(_documented(lines, keys[leaf[:n]]) for n in range(1, len(leaf) + 1))]
     assert flagged == [("image", "tag")]
+
+
+def test_tf_serving_is_the_release_of_the_tensorflow_that_exports_the_models() -> None:
+    """Issue 19: TF Serving 2.19 was asked to load SavedModels written by TF 2.21 (ops newer
+    than the server's). The chart's TF Serving and setup.cfg's TensorFlow move together."""
+    from pathlib import Path
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    tag = values["serving"]["tfServing"]["image"]["tag"]
+    setup = (Path(CHART).parents[1] / "setup.cfg").read_text()
+    (tensorflow,) = re.findall(r"^\s+tensorflow-cpu==(\S+)$", setup, re.M)
+    (api,) = re.findall(r"^\s+tensorflow-serving-api==(\S+)$", setup, re.M)
+    assert tag.split(".")[:2] == tensorflow.split(".")[:2] == api.split(".")[:2], (tag, tensorflow, api)

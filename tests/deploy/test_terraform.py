@@ -111,6 +111,18 @@ def test_gke_module_has_cpu_and_optional_gpu_pools() -> None:
     assert "guest_accelerator" in str(gpu["node_config"])
 
 
+def test_private_nodes_get_cloud_nat_for_their_subnetwork() -> None:
+    """Issue 19: private nodes (no external IP) could not pull public images without NAT."""
+    res = resources(parse(MODULES[0]))
+    private = str(res["google_container_cluster.this"]["private_cluster_config"])
+    assert "'enable_private_nodes': True" in private
+    nat = res["google_compute_router_nat.this"]
+    assert "google_compute_router.nat" in str(nat["router"])
+    assert nat["source_subnetwork_ip_ranges_to_nat"] == "LIST_OF_SUBNETWORKS"
+    assert "var.subnetwork" in str(nat["subnetwork"])
+    assert "var.create_cloud_nat" in str(res["google_compute_router.nat"]["count"])
+
+
 def test_platform_module_installs_every_release() -> None:
     res = resources(parse(MODULES[1]))
     charts = {name: str(body.get("chart")) for name, body in res.items() if name.startswith("helm_release.")}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dlpipe.core.config import with_overrides
 from dlpipe.core.s3 import s3_client
 from dlpipe.registry.sync import download_version
 from spark_jobs.score import job as score_job
@@ -66,3 +67,6 @@ def test_unknown_model_or_version_is_a_clear_error(spark, served_model):
         score_job.score(spark, served_model, model="no-such-model")
     with pytest.raises(DlpipeError, match="no complete version 99"):
         score_job.score(spark, served_model, version=99)
+    with pytest.raises(DlpipeError, match=r"(?s)there is no clean table to score at .*fix: dlpipe ingest"):
+        score_job.score(spark, with_overrides(served_model, {
+            "tables.clean": f"s3a://{served_model.buckets.lake}/test/no-such-table"}))

@@ -49,7 +49,7 @@ def test_up_again_reuses_the_running_services(stack, test_env) -> None:
     pids = {s.name: s.pid() for s in stack.core_services()}
     out = dlpipe("stack", "up", env=test_env)
     assert out.returncode == 0, out.stderr
-    assert out.stderr.count("already running") == len(pids) == 3  # Kafka, MinIO, MLflow
+    assert out.stderr.count("already running") == len(pids) == 4  # Kafka, MinIO, MLflow, Prometheus
     assert {s.name: s.pid() for s in stack.core_services()} == pids
 
 

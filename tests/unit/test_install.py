@@ -11,7 +11,8 @@ from dlpipe.localstack.install import _drop_jars_pyspark_ships, locate, missing,
 def test_an_empty_tools_home_lists_every_missing_piece(tmp_path: Path) -> None:
     lacking = missing(locate(tmp_path))
     assert [item.split(" (")[0] for item in lacking] == [
-        "Kafka 4.3.1 broker jars", "MinIO server", "Spark connector jars"]
+        "Kafka 4.3.1 broker jars", "MinIO server", "Prometheus v0.316.0", "Prometheus v0.316.0",
+        "Spark connector jars"]
     with pytest.raises(MissingToolError, match=r"(?s)not installed: Kafka.*fix: dlpipe install"):
         require_installed(locate(tmp_path))
 

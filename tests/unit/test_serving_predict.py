@@ -39,6 +39,7 @@ class Registry:
             "max_instances": 4, "max_image_bytes": 1000, "max_image_pixels": 100, **limits}))
         self.models = ["m"]
         self.metrics = Metrics()
+        self.sampler = SimpleNamespace(offer=lambda *args: None)  # serving.sample_rate 0
         self.servable = SimpleNamespace(model="m", version=3,
                                         signatures={s.name: s for s in (PIXELS, DEFAULT)})
         self.fail = fail

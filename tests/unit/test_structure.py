@@ -62,3 +62,9 @@ def test_modules_and_functions_stay_small(path: Path) -> None:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
             and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {', '.join(long)}"
+
+
+def test_the_charts_alert_rules_are_the_local_stacks():
+    """helm/dlpipe/files/alerts.yml is a copy (a chart cannot read outside its folder)."""
+    assert (ROOT / "helm/dlpipe/files/alerts.yml").read_text() == \
+        (ROOT / "conf/prometheus/alerts.yml").read_text(), "cp conf/prometheus/alerts.yml helm/dlpipe/files/"

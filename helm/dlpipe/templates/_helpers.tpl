@@ -86,10 +86,20 @@ DLPIPE__TABLES__CLEAN: {{ printf "s3a://%s/tables/clean_images" .Values.buckets.
 DLPIPE__TABLES__QUARANTINE: {{ printf "s3a://%s/tables/quarantine" .Values.buckets.lake | quote }}
 DLPIPE__TABLES__INGEST_BATCHES: {{ printf "s3a://%s/tables/ingest_batches" .Values.buckets.lake | quote }}
 DLPIPE__TABLES__PREDICTIONS: {{ printf "s3a://%s/tables/predictions" .Values.buckets.lake | quote }}
+DLPIPE__TABLES__SERVED_SAMPLES: {{ printf "s3a://%s/tables/served_samples" .Values.buckets.lake | quote }}
+DLPIPE__DRIFT__CHECKPOINT: {{ printf "s3a://%s/drift/served-samples" .Values.buckets.checkpoints | quote }}
 DLPIPE__INGEST__CHECKPOINT: {{ printf "s3a://%s/ingest/raw-images" .Values.buckets.checkpoints | quote }}
 DLPIPE__KAFKA__TOPICS__RAW__NAME: {{ .Values.kafka.rawTopic | quote }}
 DLPIPE__TRAINING__MODEL_NAME: {{ .Values.model.name | quote }}
 DLPIPE__EXPORT__READER__CACHE_DIR: "/tmp/dlpipe/shards"
+DLPIPE__TRACKING__ENABLED: {{ ne .Values.tracking.uri "" | toString | quote }}
+{{- with .Values.tracking.uri }}
+DLPIPE__TRACKING__URI: {{ . | quote }}
+{{- end }}
+DLPIPE__MONITORING__HOST: "0.0.0.0"
+DLPIPE__MONITORING__INGEST_PORT: {{ .Values.monitoring.ingestMetricsPort | toString | quote }}
+DLPIPE__MONITORING__OTLP_ENDPOINT: {{ .Values.monitoring.otlpEndpoint | quote }}
+DLPIPE__MONITORING__TARGETS_DIR: "/tmp/dlpipe/targets"
 HOME: "/tmp"
 {{- range $key, $value := .Values.configOverrides }}
 {{ printf "DLPIPE__%s" ($key | upper | replace "." "__") }}: {{ $value | toString | quote }}

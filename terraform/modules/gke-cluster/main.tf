@@ -227,3 +227,34 @@ resource "google_container_node_pool" "gpu" {
     }
   }
 }
+
+# Private nodes have no external IP: without Cloud NAT they cannot pull public images
+# (the Spark operator, MinIO, Strimzi) or reach anything outside the VPC. One router and NAT
+# per region of the network, unless the network already has one (create_cloud_nat = false).
+resource "google_compute_router" "nat" {
+  count   = var.create_cloud_nat ? 1 : 0
+  project = var.project_id
+  name    = "${var.name}-nat"
+  region  = var.region
+  network = var.network
+}
+
+resource "google_compute_router_nat" "this" {
+  count                              = var.create_cloud_nat ? 1 : 0
+  project                            = var.project_id
+  name                               = "${var.name}-nat"
+  router                             = google_compute_router.nat[0].name
+  region                             = var.region
+  nat_ip_allocate_option             = "AUTO_ONLY"
+  source_subnetwork_ip_ranges_to_nat = "LIST_OF_SUBNETWORKS"
+
+  subnetwork {
+    name                    = var.subnetwork
+    source_ip_ranges_to_nat = ["ALL_IP_RANGES"]
+  }
+
+  log_config {
+    enable = true
+    filter = "ERRORS_ONLY"
+  }
+}

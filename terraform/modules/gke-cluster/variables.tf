@@ -37,6 +37,12 @@ variable "subnetwork" {
   default     = "default"
 }
 
+variable "create_cloud_nat" {
+  type        = bool
+  description = "Create a Cloud Router and Cloud NAT for the subnetwork, so private nodes reach public registries; false when the network already has NAT."
+  default     = true
+}
+
 variable "pods_secondary_range_name" {
   type        = string
   description = "Secondary range of the subnetwork for pod IPs (VPC-native cluster); null lets GKE create one."

@@ -1,0 +1,1 @@
+"""dlpipe drift: live inputs and predictions against the training data."""

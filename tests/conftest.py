@@ -55,12 +55,15 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     return SparkOnOneWorker(config, log)
 
 
+@pytest.hookimpl(trylast=True)  # after `-m` deselected: `make test-unit` must start no stack
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     config.stash[NEEDS_STACK] = any(item.get_closest_marker("integration") for item in items)
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    if not request.config.stash.get(NEEDS_STACK, False):  # the unit tier runs with no service
+        pytest.fail("a test without the `integration` mark asked for the local stack", pytrace=False)
     lacking = missing()
     if lacking:
         pytest.fail(

@@ -26,8 +26,8 @@ def image_stats(image: Column) -> Column:
     return stats(image)
 
 
-def sample_rows(messages: DataFrame) -> DataFrame:
-    """Kafka messages of the samples topic -> one row per sample, with image statistics."""
+def parse_samples(messages: DataFrame) -> DataFrame:
+    """Kafka messages of the samples topic -> one row per sample (not JSON: skipped)."""
     parsed = messages.select(
         F.from_json(F.col("value").cast("string"), SAMPLE_SCHEMA).alias("s"),
         F.col("partition").alias("kafka_partition"), F.col("offset").alias("kafka_offset"))
@@ -35,6 +35,10 @@ def sample_rows(messages: DataFrame) -> DataFrame:
         "s.model", "s.version", "s.signature",
         F.to_timestamp("s.served_at").alias("served_at"), "s.class_index", "s.class_name",
         "s.probability", F.unbase64("s.image_b64").alias("image"), "kafka_partition", "kafka_offset")
-    return (rows.where(F.col("model").isNotNull())
-            .withColumn("stats", image_stats(F.col("image")))
+    return rows.where(F.col("model").isNotNull())
+
+
+def sample_rows(messages: DataFrame) -> DataFrame:
+    """``parse_samples`` with each image's statistics as columns ``mean, std, width, height``."""
+    return (parse_samples(messages).withColumn("stats", image_stats(F.col("image")))
             .select("*", "stats.*").drop("stats"))

@@ -41,19 +41,25 @@ def png(value: int) -> bytes:
     return out.getvalue()
 
 
-def test_sample_messages_become_rows_with_image_statistics(spark):
-    from spark_jobs.drift.transforms import sample_rows
+def test_image_statistics_are_grey_level_mean_spread_and_size():
+    from dlpipe.contract.images import image_statistics
+
+    mean, std, width, height = image_statistics(png(51))
+    assert mean == pytest.approx(0.2, abs=1e-6) and std == pytest.approx(0, abs=1e-6)
+    assert (width, height) == (8, 8)
+    assert image_statistics(b"not an image") is None
+
+
+def test_sample_messages_become_rows(spark):
+    """The statistics UDF on these rows runs in test_monitoring's drift test (a pandas UDF
+    costs a Python worker start, too slow for this tier)."""
+    from spark_jobs.drift.transforms import parse_samples
 
     message = {"model": "m", "version": 2, "signature": "serving_default",
                "served_at": "2026-11-23T10:00:00Z", "class_index": 3, "class_name": "3",
                "probability": 0.9, "image_b64": base64.b64encode(png(51)).decode()}
-    broken = {**message, "image_b64": base64.b64encode(b"not an image").decode()}
-    frame = spark.createDataFrame(
-        [(json.dumps(m).encode(), 0, i) for i, m in enumerate([message, broken])] + [(b"{", 0, 2)],
-        "value BINARY, partition INT, offset LONG")
-    rows = sorted(sample_rows(frame).collect(), key=lambda r: r["kafka_offset"])
-    assert len(rows) == 2, "a message that is not JSON is skipped"
-    assert (rows[0]["model"], rows[0]["version"], rows[0]["class_name"]) == ("m", 2, "3")
-    assert rows[0]["mean"] == pytest.approx(0.2, abs=1e-6) and rows[0]["std"] == pytest.approx(0, abs=1e-6)
-    assert (rows[0]["width"], rows[0]["height"]) == (8, 8)
-    assert rows[1]["mean"] is None, "an image that does not decode has no statistics"
+    frame = spark.createDataFrame([(json.dumps(message).encode(), 0, 0), (b"{", 0, 1)],
+                                  "value BINARY, partition INT, offset LONG")
+    (row,) = parse_samples(frame).collect()
+    assert (row["model"], row["version"], row["class_name"], row["kafka_offset"]) == ("m", 2, "3", 0)
+    assert row["image"] == png(51) and row["served_at"] is not None

@@ -121,10 +121,12 @@ def test_a_batch_of_hostile_records_gives_each_exactly_one_outcome(spark, inspec
         """Quarantined and clean rows of one run, in one Spark job (jobs cost seconds here)."""
         from pyspark.sql import functions as F
 
-        df = T.classify(T.parse(spark.createDataFrame(rows, ddl), INGEST), INGEST, inspect_udf)
+        # Cached as the sink caches it: both branches read one classification (one UDF pass).
+        df = T.classify(T.parse(spark.createDataFrame(rows, ddl), INGEST), INGEST, inspect_udf).cache()
         got = (T.quarantine_rows(df, 0).select("kafka_offset", F.col("reason_code").alias("outcome"))
                .unionByName(T.clean_rows(df, INGEST, 0).select(
                    "kafka_offset", F.lit("CLEAN").alias("outcome"))).collect())
+        df.unpersist()
         offsets = [r.kafka_offset for r in got]
         assert len(offsets) == len(set(offsets)), "a record is both clean and quarantined, or twice"
         return {r.kafka_offset: r.outcome for r in got}

@@ -2,7 +2,9 @@
 
 The champion (the version the release pointer names) is downloaded and run, in inference
 mode through its exported ``serving_pixels`` signature, on the challenger's own test split,
-so both scores come from the same records. A champion trained on other classes or image
+so both scores come from the same records; when the champion was trained on another dataset,
+both also run on the champion's test split (a challenger must not win on its new data by
+losing what the champion did well). A champion trained on other classes or image
 sizes cannot run on this data; it is then not compared, and the note says so. The release
 itself is a conditional write on the pointer as it was read before the comparison: if
 another release came in between, this one is published but not served (the log says how to
@@ -12,6 +14,7 @@ serve it by hand).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +28,55 @@ log = logging.getLogger(__name__)
 
 
 def challenge(client: Any, bucket: str, model: str, *, manifest: Any, cache: Any,
-              challenger_accuracy: float, records: int, margin: float,
-              scratch: Path) -> tuple[ChampionCheck, Served | None]:
-    """Compare the challenger's test accuracy with the champion's on the same split."""
+              challenger_accuracy: float, records: int, margin: float, scratch: Path,
+              challenger_on: Callable[[Any], float] | None = None,
+              ) -> tuple[ChampionCheck, Served | None]:
+    """Compare the challenger with the champion on this run's test split and, when the
+    champion was trained on another dataset, on the champion's test split too
+    (``challenger_on(manifest)``: the challenger's test accuracy on a dataset)."""
     served = served_version(client, bucket, model)
     if served is None:
         return compare_with_champion(challenger_accuracy, records=records, margin=margin,
                                      champion_version=None, champion_accuracy=None), None
     info = read_info(client, bucket, model, served.version) or {}
-    accuracy, why = None, _incomparable(info, manifest)
+    accuracy, theirs, why = None, None, _incomparable(info, manifest)
     if why is None:
         try:
             path = download_version(client, bucket, model, served.version, scratch / "champion")
             accuracy = _accuracy(path, manifest, cache)
+            theirs = _on_champion_split(client, bucket, model, served.version, path, manifest,
+                                        cache, challenger_on)
         except Exception as exc:  # a champion that cannot run must not block every challenger
             why = f"it could not be evaluated ({type(exc).__name__}: {exc})"
             log.warning("champion %s version %s %s", model, served.version, why)
     return compare_with_champion(challenger_accuracy, records=records, margin=margin,
                                  champion_version=served.version, champion_accuracy=accuracy,
-                                 incomparable=why), served
+                                 incomparable=why, on_champion_split=theirs), served
+
+
+def _on_champion_split(client: Any, bucket: str, model: str, version: int, path: Path,
+                       manifest: Any, cache: Any, challenger_on: Callable[[Any], float] | None
+                       ) -> dict[str, float] | None:
+    """Both accuracies on the champion's own test split, if it is another dataset's and
+    still there (``dlpipe maintain`` removes old datasets)."""
+    from dlpipe.datasets.manifest import Manifest
+
+    if challenger_on is None:
+        return None
+    try:
+        body = client.get_object(Bucket=bucket, Key=f"{model}/{version}/dataset-manifest.json")
+    except client.exceptions.NoSuchKey:
+        return None
+    theirs = Manifest.from_json(body["Body"].read().decode(), where="the champion's dataset manifest")
+    if theirs.uri == manifest.uri or not theirs.counts["test"]["records"]:
+        return None  # the same dataset: the comparison above already used its test split
+    if not all(client.list_objects_v2(Bucket=theirs.bucket, Prefix=theirs.key(s), MaxKeys=1)
+               .get("KeyCount") for s in theirs.shards_of("test")):
+        log.warning("champion %s version %s: its dataset %s is gone; compared on this run's "
+                    "test split only", model, version, theirs.uri)
+        return None
+    return {"challenger": challenger_on(theirs), "champion": _accuracy(path, theirs, cache),
+            "records": float(theirs.counts["test"]["records"])}
 
 
 def _incomparable(info: dict[str, Any], manifest: Any) -> str | None:

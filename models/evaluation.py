@@ -98,7 +98,8 @@ def check_export(exported_train_accuracy: float, last_epoch_accuracy: float | No
 
 @dataclass(frozen=True)
 class ChampionCheck:
-    """The challenger against the served version (the champion), on the same test records."""
+    """The challenger against the served version (the champion), on the same test records:
+    this run's test split, and the champion's own when it was trained on another dataset."""
     ok: bool
     reason: str
     champion_version: int | None
@@ -106,6 +107,8 @@ class ChampionCheck:
     challenger_accuracy: float
     records: int
     margin: float
+    # on the champion's test split: {"challenger": acc, "champion": acc, "records": n}
+    on_champion_split: dict[str, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,23 +116,31 @@ class ChampionCheck:
 
 def compare_with_champion(challenger_accuracy: float, *, records: int, margin: float,
                           champion_version: int | None, champion_accuracy: float | None,
-                          incomparable: str | None = None) -> ChampionCheck:
+                          incomparable: str | None = None,
+                          on_champion_split: dict[str, float] | None = None) -> ChampionCheck:
     """The challenger must reach the champion's accuracy plus ``margin`` (negative: a loss the
-    operator tolerates) on the challenger's test split. Without a champion, or with one that
-    cannot run on this data (``incomparable`` says why: other classes or image size), the
-    other checks decide alone."""
+    operator tolerates) on the challenger's test split, and on the champion's test split when
+    that is given. Without a champion, or with one that cannot run on this data
+    (``incomparable`` says why: other classes or image size), the other checks decide alone."""
     args = (champion_version, champion_accuracy, challenger_accuracy, records, margin)
     if champion_version is None:
         return ChampionCheck(True, "no version is served yet", *args)
     if incomparable is not None or champion_accuracy is None:
         return ChampionCheck(True, f"champion version {champion_version} not compared: "
                              f"{incomparable or 'no accuracy'}", *args)
-    need = champion_accuracy + margin
-    if challenger_accuracy + 1e-12 < need:
+    if challenger_accuracy + 1e-12 < champion_accuracy + margin:
         return ChampionCheck(False, (
             f"test accuracy {challenger_accuracy:.4f} on {records} records is below champion version "
             f"{champion_version}'s {champion_accuracy:.4f} on the same records (margin "
-            f"training.champion_margin {margin:+})"), *args)
+            f"training.champion_margin {margin:+})"), *args, on_champion_split)
+    theirs = on_champion_split
+    if theirs is not None and theirs["challenger"] + 1e-12 < theirs["champion"] + margin:
+        return ChampionCheck(False, (
+            f"on champion version {champion_version}'s own test split ({theirs['records']:.0f} "
+            f"records) the accuracy {theirs['challenger']:.4f} is below its {theirs['champion']:.4f} "
+            f"(margin training.champion_margin {margin:+})"), *args, theirs)
+    also = "" if theirs is None else (f", and {theirs['challenger']:.4f} >= {theirs['champion']:.4f} "
+                                      f"on its own test split")
     return ChampionCheck(True, (f"test accuracy {challenger_accuracy:.4f} >= champion version "
                                 f"{champion_version}'s {champion_accuracy:.4f} {margin:+} on the same "
-                                f"{records} records"), *args)
+                                f"{records} records{also}"), *args, theirs)

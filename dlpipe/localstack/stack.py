@@ -68,10 +68,20 @@ class Stack:
         ensure_local_credentials(cfg)
         _write_runtime(cfg)
         timeout = cfg.stack.startup_timeout_s
-        for svc in stack.core_services() + (stack.cluster_services() if cluster else []):
-            with step(f"starting {svc.name}") as s:
-                started = svc.start(timeout)
-                s.detail(("started, pid " if started else "already running, pid ") + str(svc.pid()))
+        begun: list[Service] = []
+        try:
+            for svc in stack.core_services() + (stack.cluster_services() if cluster else []):
+                with step(f"starting {svc.name}") as s:
+                    started = svc.start(timeout)
+                    s.detail(("started, pid " if started else "already running, pid ") + str(svc.pid()))
+                if started:
+                    begun.append(svc)
+        except BaseException:
+            # One service failed: stop the ones this call started, so no half stack is left
+            # running on ports nobody will look up (what was already running stays).
+            for svc in reversed(begun):
+                svc.stop(cfg.stack.stop_timeout_s)
+            raise
         with step("creating buckets and topics"):
             from dlpipe.localstack.provision import ensure_buckets, ensure_topics
 

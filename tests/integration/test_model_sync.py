@@ -52,6 +52,8 @@ def test_sync_follows_promotions_in_tf_serving_layout(served_model, test_env, tm
 
     listing = subprocess.run([sys.executable, "-m", "dlpipe.cli.main", "models", "list", "--model", name,
                               "--json"], env=test_env, capture_output=True, text=True, timeout=120)
-    versions = json.loads(listing.stdout)[name]
+    listed = json.loads(listing.stdout)[name]
+    versions = listed["versions"]
+    assert listed["served"] == 5
     assert [(v["version"], v["promoted"]) for v in versions] == [(1, True), (2, False), (3, True),
                                                                  (4, True), (5, True)]

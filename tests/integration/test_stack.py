@@ -75,6 +75,28 @@ def test_second_stack_on_taken_ports_names_the_port(cfg, tmp_path: Path) -> None
     assert "--free-ports" in str(err.value)
 
 
+def test_a_service_that_cannot_start_leaves_no_half_started_stack(cfg, tmp_path: Path) -> None:
+    """Kafka and MinIO start on free ports, Prometheus finds its port taken: the ones this
+    `up` started are stopped again, not left running where nobody will look them up."""
+    import socket
+
+    from dlpipe.core.process import free_ports
+
+    kafka, controller, minio, console, mlflow = free_ports(5)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        half = Stack.from_config(with_overrides(cfg, {
+            "stack.state_dir": str(tmp_path), "stack.kafka.port": kafka,
+            "stack.kafka.controller_port": controller, "stack.minio.port": minio,
+            "stack.minio.console_port": console, "stack.mlflow.port": mlflow,
+            "stack.prometheus.port": taken.getsockname()[1]}))
+        with pytest.raises(ServiceError, match="is already in use"):
+            half.up()
+    assert {s.name: s.pid() for s in half.core_services()} == {
+        "kafka": None, "minio": None, "mlflow": None, "prometheus": None}
+
+
 def test_kafka_and_minio_data_folders_are_private(cfg) -> None:
     for folder in (cfg.stack.state_dir / "kafka" / "data", cfg.stack.state_dir / "minio" / "data"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder

@@ -109,10 +109,16 @@ def test_export_loads_with_both_signatures_that_agree(trained, train_cfg, export
 def test_a_worse_model_passes_the_bar_but_not_the_champion_and_is_not_served(spark, trained, train_cfg):
     """Issue 18: one epoch at a tiny learning rate clears a bar of 0 but not the champion (the
     served version 1, run through its exported signature on the same test records)."""
+    from spark_jobs.export import job as export_job
+
     worse = with_overrides(train_cfg, {"training.min_test_accuracy": 0.0, "training.epochs": 1,
                                        "training.learning_rate": 1e-7,
                                        "training.max_train_accuracy_gap": 1.0})
-    second = train_job.train(spark, worse, workers=1, run_id=f"worse-{uuid.uuid4().hex[:6]}")
+    # Another dataset (the same table version exported under another name), so the champion's
+    # own test split is a second comparison.
+    other = export_job.export(spark, worse, dataset=f"digits-other-{uuid.uuid4().hex[:6]}")
+    second = train_job.train(spark, worse, workers=1, run_id=f"worse-{uuid.uuid4().hex[:6]}",
+                             dataset=other.dataset)
     assert second["version"] == trained["version"] + 1
     assert second["promotion"]["promoted"] and not second["promoted"] and not second["served"]
     champion = second["champion"]
@@ -121,6 +127,9 @@ def test_a_worse_model_passes_the_bar_but_not_the_champion_and_is_not_served(spa
     assert records == trained["promotion"]["records"]
     assert champion["champion_accuracy"] == pytest.approx(trained["metrics"]["test"]["accuracy"],
                                                           abs=2 / records)
+    theirs = champion["on_champion_split"]  # the champion's dataset: its test split again
+    assert theirs["champion"] == pytest.approx(champion["champion_accuracy"], abs=2 / records)
+    assert theirs["challenger"] < theirs["champion"] and theirs["records"] == records
     assert "below champion version 1" in train_job.describe_decision(second)
     client, bucket, name = s3_client(train_cfg), train_cfg.buckets.models, train_cfg.training.model_name
     assert [i["version"] for i in complete_versions(client, bucket, name)] == [1, 2]

@@ -61,3 +61,15 @@ def test_without_a_comparable_champion_the_other_checks_decide():
     other = compare_with_champion(0.5, records=10, margin=0.0, champion_version=2, champion_accuracy=None,
                                   incomparable="it was trained on classes ['a', 'b']")
     assert other.ok and "not compared: it was trained on classes" in other.reason
+
+
+def test_a_challenger_must_also_hold_on_the_champions_own_test_split():
+    from models.evaluation import compare_with_champion
+
+    theirs = {"challenger": 0.90, "champion": 0.95, "records": 300.0}
+    check = compare_with_champion(0.97, records=200, margin=0.0, champion_version=3,
+                                  champion_accuracy=0.95, on_champion_split=theirs)
+    assert not check.ok and "own test split (300 records)" in check.reason
+    fine = compare_with_champion(0.97, records=200, margin=0.0, champion_version=3, champion_accuracy=0.95,
+                                 on_champion_split={**theirs, "challenger": 0.96})
+    assert fine.ok and "on its own test split" in fine.reason

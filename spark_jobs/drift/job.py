@@ -75,6 +75,10 @@ def reference(spark: SparkSession, cfg: Config, info: dict[str, Any]) -> dict[st
 def live(spark: SparkSession, cfg: Config, model: str, now: datetime) -> dict[str, list]:
     from pyspark.sql import functions as F
 
+    from dlpipe.core.delta_io import table_exists
+
+    if not table_exists(spark, cfg.tables.served_samples):  # nothing sampled yet, ever
+        return {"mean": [], "std": [], "label": []}
     since = now - timedelta(hours=cfg.drift.window_hours)
     rows = (spark.read.format("delta").load(cfg.tables.served_samples)
             .where((F.col("model") == model) & (F.col("served_at") >= F.lit(since.replace(tzinfo=None)))
@@ -101,9 +105,15 @@ def drift(spark: SparkSession, cfg: Config, *, model: str | None = None) -> Drif
         raise DlpipeError(f"{model} version {served.version} records no training data (no "
                           "delta_table/delta_version in its dlpipe-model.json)",
                           fix="serve a version trained by dlpipe train")
-    report = compare(model, served.version, reference(spark, cfg, info),
-                     live(spark, cfg, model, datetime.now(UTC)), bins=cfg.drift.bins,
-                     threshold=cfg.drift.psi_threshold, min_samples=cfg.drift.min_samples)
+    current = live(spark, cfg, model, datetime.now(UTC))
+    if len(current["label"]) < cfg.drift.min_samples:  # no verdict: skip reading the training data
+        report = compare(model, served.version, {"mean": [], "std": [], "label": []}, current,
+                         bins=cfg.drift.bins, threshold=cfg.drift.psi_threshold,
+                         min_samples=cfg.drift.min_samples)
+    else:
+        report = compare(model, served.version, reference(spark, cfg, info), current,
+                         bins=cfg.drift.bins, threshold=cfg.drift.psi_threshold,
+                         min_samples=cfg.drift.min_samples)
     _publish(cfg, report)
     return report
 
@@ -132,7 +142,8 @@ def _publish(cfg: Config, report: DriftReport) -> None:
 
 def describe(report: DriftReport) -> str:
     if not report.psi:
-        return f"drift: {report.model}: no verdict: {report.reason}"
+        return (f"drift: {report.model}: no verdict: {report.reason} (sample requests with "
+                "serving.sample_rate > 0 on dlpipe serve)")
     scores = ", ".join(f"{k} {v:.3f}" for k, v in report.psi.items())
     verdict = (f"DRIFT in {', '.join(report.flagged)}" if report.flagged else "no drift")
     return (f"drift: {report.model} v{report.version}: {verdict} (PSI {scores}; threshold "

@@ -141,15 +141,17 @@ def test_overload_is_shed_within_the_deadline_and_shed_work_never_runs(probe):
 
     with httpx.Client(timeout=30, limits=httpx.Limits(max_connections=8)) as client:
         threads = {key: threading.Thread(target=post, args=(key, client)) for key in "ABCDE"}
+        # E must arrive while A still runs (2 s): the gaps are short so a loaded machine's
+        # delays stay well inside that (with 0.5 s gaps, E once came after A had finished).
         threads["A"].start()
         time.sleep(0.5)
         threads["B"].start()
         threads["C"].start()
-        time.sleep(0.5)
+        time.sleep(0.3)
         threads["D"].start()
         threads["D"].join()
         slow = _slow_client(url, name)
-        time.sleep(0.5)
+        time.sleep(0.2)
         threads["E"].start()
         for t in threads.values():
             t.join()

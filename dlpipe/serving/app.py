@@ -39,12 +39,16 @@ def create_app(cfg: Config, *, registry: ModelRegistry | None = None, poll: bool
     registry = registry or ModelRegistry(cfg, metrics)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: Any) -> AsyncIterator[None]:
+    async def lifespan(app_: Any) -> AsyncIterator[None]:
         task = asyncio.get_running_loop().create_task(registry.poll_forever()) if poll else None
         yield
         if task:
             task.cancel()
         registry.close()
+        # Here, not after the server returns: uvicorn re-raises SIGTERM once it has shut down,
+        # which ends the process before any code around `serve()` runs.
+        for hook in getattr(app_.state, "shutdown_hooks", []):
+            hook()
 
     app = FastAPI(title="dlpipe serve", version="1",
                   description="TensorFlow Serving REST API over the dlpipe model store",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -74,10 +75,13 @@ async def serve(cfg: Config) -> None:
     from dlpipe.core.telemetry import announced
 
     host = "127.0.0.1" if cfg.serving.host in ("0.0.0.0", "::") else cfg.serving.host
+    target = contextlib.ExitStack()  # the Prometheus target file, removed at app shutdown
+    target.enter_context(announced(cfg, "serve", cfg.serving.admin_port or cfg.serving.port, host=host))
+    app.state.shutdown_hooks = [target.close]
     try:
-        with announced(cfg, "serve", cfg.serving.admin_port or cfg.serving.port, host=host):
-            await asyncio.gather(*(server.serve() for server in servers))
+        await asyncio.gather(*(server.serve() for server in servers))
     finally:
+        target.close()
         if grpc_server is not None:
             await grpc_server.stop(grace=5)
 

@@ -180,6 +180,8 @@ def exported_names(cfg, served_model, test_env, tmp_path_factory, drift_runs) ->
         wait_for(lambda: promql(cfg, f'dlpipe_serve_model_version{{model="{name}"}} == 1'), 60,
                  "Prometheus to scrape dlpipe serve")
         serve_page = httpx.get(f"{server.url}/metrics", timeout=10).text
+    # uvicorn re-raises SIGTERM after its shutdown: the target file goes in the app's shutdown
+    assert not list(targets.glob(f"serve-*-{server.process.pid}.json")), "a dead target stays"
     return {"ingest": names_in(ingest_page), "serve": names_in(serve_page)}
 
 

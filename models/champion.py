@@ -88,22 +88,31 @@ def _incomparable(info: dict[str, Any], manifest: Any) -> str | None:
 
 
 def _accuracy(path: Path, manifest: Any, cache: Any) -> float:
-    """The champion's accuracy on the test split, every record counted."""
-    import numpy as np
+    """The champion's accuracy on ``manifest``'s test split, through its exported signature."""
     import tensorflow as tf
 
     from dlpipe.contract.signatures import PIXELS_SIGNATURE
-    from models.input import make_dataset
 
     signature = tf.saved_model.load(str(path)).signatures[PIXELS_SIGNATURE]
+    return test_split_accuracy(lambda images: signature(pixels=tf.cast(images, tf.float32))["class_index"],
+                         manifest, cache)
+
+
+def test_split_accuracy(predict: Callable[[Any], Any], manifest: Any, cache: Any) -> float:
+    """Share of ``manifest``'s test records whose class ``predict(images)`` gets right, every
+    record counted (champion and challenger are measured by this one loop)."""
+    import numpy as np
+
+    from models.input import make_dataset
+
     right = total = 0
     for images, labels in make_dataset(manifest, "test", cache=cache, batch_size=256, shuffle=False):
-        predicted = signature(pixels=tf.cast(images, tf.float32))["class_index"].numpy()
+        predicted = np.asarray(predict(images))
         right += int((predicted == labels.numpy()).sum())
         total += len(predicted)
     if total == 0:
-        raise DlpipeError("the test split is empty")
-    return float(np.float64(right) / total)
+        raise DlpipeError(f"the test split of {manifest.uri} is empty")
+    return right / total
 
 
 def release(client: Any, bucket: str, model: str, version: int, *, champion: Served | None,

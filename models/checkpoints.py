@@ -46,9 +46,11 @@ def _crc(path: Path) -> str:
 
 
 class RunStore:
+    ROOT = "train"  # every run's folder is ROOT/<run id> in the checkpoints bucket
+
     def __init__(self, client: S3Client, bucket: str, run_id: str) -> None:
         self.client, self.bucket, self.run_id = client, bucket, run_id
-        self.prefix = f"train/{run_id}"
+        self.prefix = f"{self.ROOT}/{run_id}"
 
     @property
     def uri(self) -> str:

@@ -144,7 +144,7 @@ def _evaluate_and_publish(spec: TrainSpec, manifest: Any, cache: Any, weights: l
     from dlpipe.core.s3 import s3_client
     from dlpipe.registry.store import publish_model
     from models.batchnorm import recalibrate
-    from models.champion import challenge, release
+    from models.champion import challenge, release, test_split_accuracy
     from models.cnn import build_model
     from models.evaluation import check_export, decide_promotion
     from models.input import make_dataset
@@ -165,7 +165,8 @@ def _evaluate_and_publish(spec: TrainSpec, manifest: Any, cache: Any, weights: l
     champion, served = challenge(client, bucket, spec.model_name, manifest=manifest, cache=cache,
                                  challenger_accuracy=promotion.accuracy, records=promotion.records,
                                  margin=spec.champion_margin, scratch=scratch,
-                                 challenger_on=lambda other: _test_accuracy(plain, other, cache))
+                                 challenger_on=lambda other: test_split_accuracy(
+                                     lambda x: tf.argmax(plain(x, training=False), axis=-1), other, cache))
     promoted = promotion.promoted and export_check.ok and champion.ok
     test_accuracy = promotion.accuracy
     saved = save_serving_model(plain, scratch / "saved_model", height=shape[0], width=shape[1],
@@ -191,20 +192,6 @@ def _evaluate_and_publish(spec: TrainSpec, manifest: Any, cache: Any, weights: l
     return {**info, "version": version, "served": released, "metrics": summary,
             "resumed_from_epoch": None if resumed is None else resumed["epoch"],
             "model_uri": f"s3://{spec.cfg.buckets.models}/{spec.model_name}/{version}/"}
-
-
-def _test_accuracy(model: Any, manifest: Any, cache: Any) -> float:
-    """The model's accuracy on another dataset's test split (the champion's)."""
-    import numpy as np
-
-    from models.input import make_dataset
-
-    right = total = 0
-    for images, labels in make_dataset(manifest, "test", cache=cache, batch_size=256, shuffle=False):
-        predicted = np.argmax(model(images, training=False).numpy(), axis=-1)
-        right += int((predicted == labels.numpy()).sum())
-        total += len(predicted)
-    return right / total if total else 0.0
 
 
 def _evaluate(model: Any, manifest: Any, cache: Any) -> dict[str, Any]:

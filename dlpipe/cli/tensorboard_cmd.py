@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = config_from_args(args)
     client, bucket = s3_client(cfg), cfg.buckets.checkpoints
     if not args.run:
-        root = RunStore(client, bucket, "x").prefix.rsplit("/", 1)[0]
+        root = RunStore.ROOT
         runs = [r for r in child_names(client, bucket, f"{root}/")
                 if client.list_objects_v2(Bucket=bucket, Prefix=f"{root}/{r}/tensorboard/",
                                           MaxKeys=1).get("KeyCount")]

@@ -106,14 +106,10 @@ def drift(spark: SparkSession, cfg: Config, *, model: str | None = None) -> Drif
                           "delta_table/delta_version in its dlpipe-model.json)",
                           fix="serve a version trained by dlpipe train")
     current = live(spark, cfg, model, datetime.now(UTC))
-    if len(current["label"]) < cfg.drift.min_samples:  # no verdict: skip reading the training data
-        report = compare(model, served.version, {"mean": [], "std": [], "label": []}, current,
-                         bins=cfg.drift.bins, threshold=cfg.drift.psi_threshold,
-                         min_samples=cfg.drift.min_samples)
-    else:
-        report = compare(model, served.version, reference(spark, cfg, info), current,
-                         bins=cfg.drift.bins, threshold=cfg.drift.psi_threshold,
-                         min_samples=cfg.drift.min_samples)
+    enough = len(current["label"]) >= cfg.drift.min_samples  # else no verdict: skip the training read
+    training = reference(spark, cfg, info) if enough else {"mean": [], "std": [], "label": []}
+    report = compare(model, served.version, training, current, bins=cfg.drift.bins,
+                     threshold=cfg.drift.psi_threshold, min_samples=cfg.drift.min_samples)
     _publish(cfg, report)
     return report
 

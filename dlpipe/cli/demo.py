@@ -139,7 +139,7 @@ def _summary(cfg: Config, sent: int, totals: Counter, reasons: Counter, manifest
         **({"MLflow": f"{cfg.tracking_uri} (experiment {cfg.tracking.experiment!r}, registered "
                       f"model {name!r})"} if cfg.tracking_uri and cfg.stack.mlflow.enabled else {}),
         **({"Prometheus": f"http://{cfg.stack.host}:{cfg.stack.prometheus.port} (try "
-                          "sum by (outcome) (dlpipe_ingest_rows_total))"}
+                          "last_over_time(dlpipe_ingest_run_clean[1d]))"}
            if cfg.stack.prometheus.enabled else {}),
     }
 

@@ -1,4 +1,4 @@
-"""Typed pipeline config: ``conf/pipeline.yaml`` < running stack < environment < CLI flags.
+"""Typed pipeline config: ``conf/pipeline.yaml`` < profile < learned < running stack < environment < CLI.
 
 The layers are merged and validated once into frozen pydantic models, so a typo or a wrong
 type fails at start-up with the key's dotted name and the setting that fixes it. Secrets never
@@ -70,16 +70,34 @@ def load_config(path: str | Path | None = None, *, overrides: Iterable[str] | Ma
         raw = merge(read_yaml(path, fix=""), read_yaml(chosen, fix=f"correct {chosen}"))
         for layer in layers:
             apply(raw, layer)
+    name = str((raw.get("pipeline") or {}).get("name") or PipelineConfig().name)
     if isinstance(stack := raw.setdefault("stack", {}), dict):
         state_dir = Path(str(stack.get("state_dir", ".dlpipe/stack"))).expanduser()
         state_dir = path.resolve().parent.parent / state_dir  # unchanged when absolute
+        if (learned := learned_file(state_dir, name)).is_file():  # {"ingest": {"classes": [...]}}
+            merge(raw, read_yaml(learned, fix=f"correct or delete {learned}"))
+            for layer in layers:
+                apply(raw, layer)
         if (runtime := state_dir / RUNTIME_FILE).is_file():  # {"kafka": {"port": 9092}, ...}
             ports = read_yaml(runtime, fix=f"restart the stack (`dlpipe stack up`) or delete {runtime}")
             for layer in [{f"stack.{s}.{k}": v for s, d in ports.items() for k, v in d.items()}, *layers]:
                 apply(raw, layer)
         raw["stack"]["state_dir"] = str(state_dir)
-    name = str((raw.get("pipeline") or {}).get("name") or PipelineConfig().name)
     return _validate({**expand(raw, name), "source": str(path)}, path)
+
+
+def learned_file(state_dir: Path, pipeline: str) -> Path:
+    """Settings a command learned for one pipeline (``dlpipe produce --source folder`` writes
+    the folder's classes there), read by every later command of that pipeline on this stack:
+    above the profile, below the environment and ``--set``."""
+    return Path(state_dir) / "pipelines" / f"{pipeline}.yaml"
+
+
+def set_by_user(key: str, overrides: Iterable[str] | Mapping[str, Any] = (),
+                environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the environment or ``--set`` sets the dotted ``key`` (a learned value must not
+    override what the user said)."""
+    return key in _env_layer(os.environ if environ is None else environ) or key in cli_layer(overrides)
 
 
 def with_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:

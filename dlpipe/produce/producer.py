@@ -22,8 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from dlpipe.core.args import add_config_args, config_from_args, run_main
-from dlpipe.core.config import Config
+from dlpipe.core.config import Config, PipelineConfig, learned_file, set_by_user, with_overrides
 from dlpipe.core.errors import ConfigError
 from dlpipe.produce.records import BAD_KINDS, Message, bad_message, encode, record, to_v2
 from dlpipe.produce.sources import Sample, digits, image_folder, synthetic
@@ -135,18 +137,48 @@ def produce(cfg: Config, messages: Iterator[tuple[str, Message]], *, count: int,
     return report
 
 
-def check_folder_classes(root: Path, classes: Sequence[str]) -> None:
-    """An ImageFolder's labels are its sub-folder names; ingest quarantines any label outside
-    ``ingest.classes``, so say so before sending a single record."""
+def folder_classes(root: Path) -> list[str]:
+    """An ImageFolder's labels: its sub-folder names, sorted (hidden ones skipped)."""
     if not root.is_dir():
         raise ConfigError(f"--folder {root} is not a folder", fix="pass the root of an ImageFolder tree")
-    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if missing := [c for c in found if c not in classes]:
-        listed = ", ".join(found)
-        raise ConfigError(
-            f"{root} has classes {listed}, but ingest.classes is {list(classes)}: "
-            f"{', '.join(missing)} would all be quarantined as UNKNOWN_LABEL",
-            fix=f"--set ingest.classes='[{listed}]' on produce, ingest and export (or in a profile)")
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def learn_folder_classes(cfg: Config, root: Path, *, user_set: bool) -> Config:
+    """The config with ``ingest.classes`` covering the folder's classes: the folder's own,
+    learned for a named pipeline the first time when neither the environment nor ``--set``
+    names them (a profile's classes are an example, not the user's word).
+
+    Ingest quarantines a label outside ``ingest.classes`` and export numbers the labels by
+    their place in it, so the classes are saved once for the pipeline (every later command of
+    it reads them) and never changed under data that already has them: a folder with a new
+    class is refused before a single record is sent.
+    """
+    found, classes = folder_classes(root), list(cfg.ingest.classes)
+    missing = [c for c in found if c not in classes]
+    listed, name = ", ".join(found), cfg.pipeline.name
+    learned = learned_file(cfg.stack.state_dir, name)
+    problem = f"{root} has classes {listed}, but ingest.classes is {classes}: " \
+              f"{', '.join(missing)} would all be quarantined as UNKNOWN_LABEL"
+    if not missing and (user_set or learned.is_file() or name == PipelineConfig().name):
+        return cfg
+    if user_set:
+        raise ConfigError(problem, fix=f"--set ingest.classes='[{listed}]' on produce, ingest and export "
+                          "(or leave ingest.classes unset to learn the folder's)")
+    if name == PipelineConfig().name:
+        raise ConfigError(f"{problem}; the default pipeline {name!r} keeps the demo's classes",
+                          fix="name a pipeline for these images: DLPIPE_PIPELINE=photos "
+                          "DLPIPE_PROFILE=photos (README, \"Your own images\")")
+    if learned.is_file():
+        raise ConfigError(f"{problem}; pipeline {name!r} already learned its classes in {learned} "
+                          "and a new class would renumber the labels of its data",
+                          fix="use a new pipeline name, or delete that file and the pipeline's tables")
+    learned.parent.mkdir(parents=True, exist_ok=True)
+    learned.write_text(f"# Learned by dlpipe produce --source folder --folder {root}\n"
+                       + yaml.safe_dump({"ingest": {"classes": found}}, default_flow_style=None))
+    log.info(f"pipeline {name!r}: classes {listed} from {root}, saved in {learned} "
+             "(every command of this pipeline uses them)")
+    return with_overrides(cfg, {"ingest.classes": found})
 
 
 def source_samples(args: argparse.Namespace) -> tuple[Iterator[Sample], str]:
@@ -194,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = config_from_args(args)
     if args.source == "folder" and args.folder is not None:
-        check_folder_classes(args.folder, cfg.ingest.classes)
+        cfg = learn_folder_classes(cfg, args.folder, user_set=set_by_user("ingest.classes", args.overrides))
     samples, source = source_samples(args)
     messages = plan_messages(
         samples, count=args.count, prefix=args.prefix or args.source, source=source,

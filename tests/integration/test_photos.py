@@ -5,8 +5,8 @@ its confidence bound, and `dlpipe serve` answering as the exported model does.""
 from __future__ import annotations
 
 import base64
+import itertools
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -17,7 +17,7 @@ from dlpipe.core.config import load_config
 from dlpipe.core.process import free_ports
 from dlpipe.core.s3 import s3_client
 from dlpipe.localstack.provision import ensure_topics
-from dlpipe.produce.producer import plan_messages, produce
+from dlpipe.produce import producer
 from dlpipe.produce.sources import synthetic
 from dlpipe.registry.sync import download_version
 from dlpipe.serving.launch import running_server
@@ -34,26 +34,31 @@ COUNT = 360
 
 @pytest.fixture(scope="module")
 def photos(cfg, tmp_path_factory):
-    """The test stack with the photos profile and a pipeline name of this module's own: the
-    profile and the name are the only pipeline settings (plus the classes and, for speed,
-    32 px instead of 64)."""
+    """An ImageFolder of colour images sent by `dlpipe produce --source folder` with the photos
+    profile and a pipeline name of this module's own: the profile and the name are the only
+    pipeline settings (the classes are learned from the folder; 32 px instead of 64 and fewer
+    epochs only for speed)."""
     name = f"photos-{uuid.uuid4().hex[:6]}"
-    photos_cfg = load_config(ROOT / "conf" / "pipeline.yaml", overrides={
-        "stack.state_dir": str(cfg.stack.state_dir), "pipeline.profile": "photos",
-        "pipeline.name": name, "ingest.classes": CLASSES,
+    folder = tmp_path_factory.mktemp("photos")
+    for sample in itertools.islice(synthetic(size=32, classes=tuple(CLASSES)), COUNT):
+        (folder / sample.label).mkdir(exist_ok=True)
+        (folder / sample.label / f"{sample.index:04d}.png").write_bytes(sample.image.data)
+    settings = {
+        "stack.state_dir": str(cfg.stack.state_dir), "pipeline.profile": "photos", "pipeline.name": name,
         "ingest.image.target_height": 32, "ingest.image.target_width": 32,
         "training.epochs": 8, "training.min_test_records": 20, "training.min_test_accuracy": 0.6,
         "serving.model_dir": str(tmp_path_factory.mktemp("photo-models")),
-    })
+    }
+    flags = [f"--set={key}={value}" for key, value in settings.items()]
+    photos_cfg = load_config(ROOT / "conf" / "pipeline.yaml", overrides=settings)
     assert photos_cfg.tables.clean.endswith(f"/{name}/clean")
     assert photos_cfg.training.architecture == "resnet"
     ensure_topics(photos_cfg)
-    msgs = plan_messages(
-        synthetic(size=32, classes=tuple(CLASSES)), count=COUNT, prefix="photo",
-        source="synthetic-32", now=datetime.now(UTC), bad_fraction=0.03,
-        bad_kinds=["truncated_image", "size_mismatch", "unknown_label"], duplicate_fraction=0.02,
-        schema_version=1, watermark_delay_s=photos_cfg.ingest.watermark_delay_s, seed=1)
-    produce(photos_cfg, msgs, count=COUNT, rate=0, log_path=tmp_path_factory.mktemp("p") / "sent.jsonl")
+    assert producer.main(["--source", "folder", "--folder", str(folder), "--count", str(COUNT),
+                          "--bad-fraction", "0.03", "--duplicate-fraction", "0.02", "--seed", "1",
+                          "--bad-kinds", "truncated_image,size_mismatch,unknown_label", *flags]) == 0
+    photos_cfg = load_config(ROOT / "conf" / "pipeline.yaml", overrides=settings)  # as ingest's would
+    assert photos_cfg.ingest.classes == sorted(CLASSES)
     return photos_cfg
 
 

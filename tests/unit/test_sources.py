@@ -45,14 +45,64 @@ def _jpeg() -> bytes:
     return out.getvalue()
 
 
-def test_a_folder_whose_classes_are_not_configured_is_refused_before_sending(tmp_path):
-    from dlpipe.core.errors import ConfigError
-    from dlpipe.produce.producer import check_folder_classes
+def _folder(root, *labels):
+    for label in labels:
+        (root / label).mkdir(parents=True)
+    return root
 
-    for label in ("cat", "dog"):
-        (tmp_path / label).mkdir()
-    check_folder_classes(tmp_path, ["cat", "dog", "bird"])
+
+def _cfg(tmp_path, pipeline="photos", **overrides):
+    from dlpipe.core.config import load_config
+
+    return load_config(overrides={"stack.state_dir": str(tmp_path / "state"), "pipeline.name": pipeline,
+                                  "pipeline.profile": "photos", **overrides}, environ={})
+
+
+def test_a_folders_classes_are_learned_once_for_its_pipeline_and_read_by_every_later_command(tmp_path):
+    from dlpipe.produce.producer import learn_folder_classes
+
+    photos = _folder(tmp_path / "photos", "dog", "cat")
+    cfg = learn_folder_classes(_cfg(tmp_path), photos, user_set=False)
+    assert cfg.ingest.classes == ["cat", "dog"]
+    later = _cfg(tmp_path)  # ingest, export, train: a new process of the same pipeline
+    assert later.ingest.classes == ["cat", "dog"]
+    assert _cfg(tmp_path, pipeline="other").ingest.classes != ["cat", "dog"]  # its own pipeline only
+    assert _cfg(tmp_path, **{"ingest.classes": ["x", "y"]}).ingest.classes == ["x", "y"]  # --set wins
+    assert learn_folder_classes(later, _folder(tmp_path / "some", "cat"), user_set=False) == later
+    shapes = learn_folder_classes(_cfg(tmp_path, "shapes"), _folder(tmp_path / "s", "circle"), user_set=False)
+    assert shapes.ingest.classes == ["circle"]  # the folder's, not the profile's example classes
+
+
+def test_a_folder_with_a_new_class_never_renumbers_a_pipeline_that_learned_its_classes(tmp_path):
+    from dlpipe.core.errors import ConfigError
+    from dlpipe.produce.producer import learn_folder_classes
+
+    learn_folder_classes(_cfg(tmp_path), _folder(tmp_path / "a", "cat", "dog"), user_set=False)
     with pytest.raises(ConfigError) as err:
-        check_folder_classes(tmp_path, ["0", "1"])
+        learn_folder_classes(_cfg(tmp_path), _folder(tmp_path / "b", "cat", "bird"), user_set=False)
+    assert "already learned its classes" in str(err.value) and "new pipeline name" in str(err.value)
+
+
+def test_a_folder_whose_classes_the_user_set_otherwise_or_the_demo_owns_is_refused_before_sending(tmp_path):
+    from dlpipe.core.errors import ConfigError
+    from dlpipe.produce.producer import learn_folder_classes
+
+    photos = _folder(tmp_path / "photos", "cat", "dog")
+    assert learn_folder_classes(_cfg(tmp_path, **{"ingest.classes": ["cat", "dog", "bird"]}), photos,
+                                user_set=True).ingest.classes == ["cat", "dog", "bird"]
+    with pytest.raises(ConfigError) as err:
+        learn_folder_classes(_cfg(tmp_path, **{"ingest.classes": ["0", "1"]}), photos, user_set=True)
     assert "has classes cat, dog" in str(err.value) and "UNKNOWN_LABEL" in str(err.value)
     assert "--set ingest.classes='[cat, dog]'" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        learn_folder_classes(_cfg(tmp_path, pipeline="digits"), photos, user_set=False)
+    assert "DLPIPE_PIPELINE=photos" in str(err.value)
+    assert not (tmp_path / "state" / "pipelines").exists()
+
+
+def test_set_by_user_sees_the_environment_and_set_flags():
+    from dlpipe.core.config import set_by_user
+
+    assert set_by_user("ingest.classes", ["ingest.classes=[a, b]"], environ={})
+    assert set_by_user("ingest.classes", [], environ={"DLPIPE__INGEST__CLASSES": "[a]"})
+    assert not set_by_user("ingest.classes", ["pipeline.name=x"], environ={"DLPIPE_PIPELINE": "x"})

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
@@ -141,6 +141,9 @@ class IngestConfig(_Section):
     min_partitions: int | None = None     # Spark tasks per batch; None: one per Kafka partition
     dedupe_horizon_days: int | None = 7   # None: against the whole clean table
     starting_offsets: str = "earliest"
+    # Records past the checkpoint that Kafka's retention deleted: fail (name the gap and the
+    # fix) or record them as DATA_LOSS rows in the accounting table and go on.
+    on_data_loss: Literal["fail", "record"] = "fail"
     watermark_delay_s: int = 3600
     max_event_age_days: int = 3650
     max_clock_skew_s: int = 300

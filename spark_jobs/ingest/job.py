@@ -31,7 +31,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def start_query(spark: SparkSession, cfg: Config, *, once: bool) -> tuple[StreamingQuery, Any]:
+def start_query(spark: SparkSession, cfg: Config, *, once: bool,
+                skip_lost: bool = False) -> tuple[StreamingQuery, Any]:
+    """The streaming query; ``skip_lost`` only for a catch-up past gaps already recorded
+    (spark_jobs.ingest.data_loss): any other gap fails the query."""
     from dlpipe.core.kafka import require_topic
     from spark_jobs.ingest.sink import IngestSink
 
@@ -43,7 +46,7 @@ def start_query(spark: SparkSession, cfg: Config, *, once: bool) -> tuple[Stream
               .option("subscribe", topic)
               .option("startingOffsets", ingest.starting_offsets)
               .option("maxOffsetsPerTrigger", str(ingest.max_offsets_per_trigger))
-              .option("failOnDataLoss", "true"))
+              .option("failOnDataLoss", str(not skip_lost).lower()))
     if ingest.min_partitions:  # more Spark tasks than Kafka partitions: offset ranges split
         reader = reader.option("minPartitions", str(ingest.min_partitions))
     source = reader.load()
@@ -103,22 +106,27 @@ class CheckpointGuard:
             raise self.lost[0]
 
 
-def run(spark: SparkSession, cfg: Config, *, once: bool,
-        guard: CheckpointGuard | None = None) -> list[dict[str, Any]]:
+def run(spark: SparkSession, cfg: Config, *, once: bool, guard: CheckpointGuard | None = None,
+        accept_data_loss: bool = False) -> list[dict[str, Any]]:
     """Run the query while holding the checkpoint's lease (one driver per checkpoint)."""
     if guard is None:
         with CheckpointGuard(cfg) as own:
-            return _run_query(spark, cfg, once=once, running=own.running)
-    return _run_query(spark, cfg, once=once, running=guard.running)
+            return _run_query(spark, cfg, once=once, running=own.running, accept_data_loss=accept_data_loss)
+    return _run_query(spark, cfg, once=once, running=guard.running, accept_data_loss=accept_data_loss)
 
 
-def _run_query(spark: SparkSession, cfg: Config, *, once: bool,
-               running: list[StreamingQuery]) -> list[dict[str, Any]]:
+def _run_query(spark: SparkSession, cfg: Config, *, once: bool, running: list[StreamingQuery],
+               accept_data_loss: bool) -> list[dict[str, Any]]:
+    from spark_jobs.ingest.data_loss import check_data_loss
     from spark_jobs.ingest.table_check import check_clean_table
 
     check_clean_table(spark, cfg.ingest, cfg.tables.clean)
+    lost = check_data_loss(spark, cfg, accept=accept_data_loss)
     with ingest_metrics(spark, cfg) as metrics:
-        return _await(spark, cfg, once=once, running=running, metrics=metrics)
+        if lost and not once:  # the gaps are skipped by a catch-up only; later ones fail the query
+            caught_up = _await(spark, cfg, once=True, running=running, metrics=metrics, skip_lost=True)
+            return caught_up + _await(spark, cfg, once=False, running=running, metrics=metrics)
+        return _await(spark, cfg, once=once, running=running, metrics=metrics, skip_lost=bool(lost))
 
 
 @contextmanager
@@ -147,9 +155,9 @@ def ingest_metrics(spark: SparkSession, cfg: Config) -> Iterator[Any]:
 
 
 def _await(spark: SparkSession, cfg: Config, *, once: bool, running: list[StreamingQuery],
-           metrics: Any) -> list[dict[str, Any]]:
+           metrics: Any, skip_lost: bool = False) -> list[dict[str, Any]]:
     started = time.monotonic()
-    query, sink = start_query(spark, cfg, once=once)
+    query, sink = start_query(spark, cfg, once=once, skip_lost=skip_lost)
     if metrics is not None:
         sink.on_batch = metrics.on_batch
     running.append(query)
@@ -189,6 +197,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add_config_args(parser)
     parser.add_argument("--once", action="store_true",
                         help="process what is in the topic now, then stop (availableNow)")
+    parser.add_argument("--accept-data-loss", action="store_true",
+                        help="records the checkpoint has not read but Kafka no longer holds: record "
+                        "them as DATA_LOSS in the accounting table and go on (once; "
+                        "ingest.on_data_loss=record always does)")
     return parser.parse_args(argv)
 
 
@@ -200,7 +212,7 @@ def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None
     # The lease first: a second driver on this checkpoint fails in a second, before a session.
     with CheckpointGuard(cfg) as guard:
         session = get_spark(cfg, app_name="dlpipe-ingest", spark=spark)
-        run(session, cfg, once=args.once, guard=guard)
+        run(session, cfg, once=args.once, guard=guard, accept_data_loss=args.accept_data_loss)
     return 0
 
 

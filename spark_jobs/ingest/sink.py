@@ -65,7 +65,7 @@ class IngestSink:
             ids = [q.id for q in self.owner.streams.active if q.name == name]
             if not ids:
                 raise RuntimeError(f"no active streaming query named {name!r}")
-            self._app_id = f"dlpipe-{name}-{ids[0]}"
+            self._app_id = accounting_app_id(self.cfg, ids[0])
         return self._app_id
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
@@ -186,6 +186,12 @@ class IngestSink:
             return None
         return done.where((F.col("app_id") == app_id) & (F.col("batch_id") < batch_id)).agg(
             F.max("max_event_time")).first()[0]
+
+
+def accounting_app_id(cfg: Config, query_id: str) -> str:
+    """The app id of the tables' idempotent writes: the query id lives in the checkpoint, so
+    it is stable for the checkpoint and new for a new one."""
+    return f"dlpipe-{cfg.ingest.query_name}-{query_id}"
 
 
 def _max(*values: datetime | None) -> datetime | None:

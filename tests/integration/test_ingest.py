@@ -256,3 +256,50 @@ def test_a_crash_after_each_commit_of_a_batch_loses_and_duplicates_nothing(cfg, 
                            text=True, timeout=300)
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
     assert_exactly_once(cfg, [json.loads(x) for x in log.read_text().splitlines()])
+
+
+def test_records_aged_out_of_kafka_are_refused_then_recorded_once_and_the_rest_ingested_once(
+        spark, cfg, tmp_path):
+    """Issue 17, offsets aged out: records past the checkpoint are deleted from Kafka (the
+    broker's DeleteRecords moves each partition's log start, as retention does) while ingest
+    is down. failOnDataLoss was hard-coded: every start failed. Now the default refuses before
+    the query, naming the gap and the fix; --accept-data-loss records one DATA_LOSS row per
+    partition, ingests what Kafka still holds exactly once, and a re-run records nothing twice."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from spark_jobs.ingest.data_loss import DATA_LOSS, DataLossError, earliest_offsets
+
+    cfg = isolated(cfg, "aged")
+    topic = cfg.kafka.topics["raw"].name
+    first = send(cfg, tmp_path / "first.jsonl", count=40)
+    assert sum(b["clean"] for b in job.run(spark, cfg, once=True)) == 40
+    later = send(cfg, tmp_path / "later.jsonl", count=60, start=40)
+    ends = {p: max(s["offset"] for s in first if s["partition"] == p) + 1  # the checkpoint's next
+            for p in {s["partition"] for s in first}}
+    assert all(Counter(s["partition"] for s in later)[p] > 10 for p in ends)
+    cut = {p: ends[p] + 10 for p in ends}  # ten records of each partition age out
+    admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap_servers})
+    for future in admin.delete_records([TopicPartition(topic, p, o) for p, o in cut.items()]).values():
+        future.result(30)
+    assert earliest_offsets(cfg, topic) == cut
+
+    with pytest.raises(DataLossError) as refused:
+        job.run(spark, cfg, once=True)
+    for p in cut:
+        assert f"{topic}/{p} offsets {ends[p]}-{ends[p] + 9} (10 records)" in str(refused.value)
+    assert "fix: record the loss" in str(refused.value) and "--accept-data-loss" in str(refused.value)
+    assert not spark.streams.active
+
+    batches = job.run(spark, cfg, once=True, accept_data_loss=True)
+    lost = {s["id"] for s in later if s["offset"] < cut[s["partition"]]}
+    assert len(lost) == 10 * len(cut)
+    assert sum(b["clean"] for b in batches) == 60 - len(lost)
+    clean = [r["id"] for r in delta_rows(cfg, cfg.tables.clean, ["id"])]
+    assert sorted(clean) == sorted({s["id"] for s in first + later} - lost)  # each once
+    assert job.run(spark, cfg, once=True, accept_data_loss=True) == []  # nothing new, no new gap
+    rows = [r for r in delta_rows(cfg, cfg.tables.ingest_batches, ["reasons", "rows_in"])
+            if DATA_LOSS in dict(r["reasons"])]
+    assert sorted((dict(r["reasons"])[f"{DATA_LOSS}_PARTITION"], dict(r["reasons"])[DATA_LOSS],
+                   dict(r["reasons"])[f"{DATA_LOSS}_FIRST_OFFSET"], r["rows_in"]) for r in rows) == \
+        sorted((p, 10, ends[p], 0) for p in cut)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench.harness import Context, Result, write_reports
 from dlpipe.cli.main import provide_jars
+from dlpipe.core import logs
 from dlpipe.core.config import load_config
 from dlpipe.core.progress import step
 from dlpipe.localstack.stack import running_stack
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller inputs, fewer repeats")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="report folder")
     args = parser.parse_args(argv)
+    logs.setup()  # each benchmark's start and end, and the stack's, as the CLI shows them
     names = args.names or discover()
     unknown = set(names) - set(discover())
     if unknown:

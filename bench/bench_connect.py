@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.harness import Context, Result
@@ -36,6 +38,23 @@ def _timed(argv: list[str], env: dict[str, str], log: Path) -> float:
     if code != 0:
         raise RuntimeError(f"{' '.join(argv[:3])} ... exited with {code}; see {log}")
     return seconds
+
+
+@contextmanager
+def connect_mode_undone() -> Iterator[None]:
+    """PySpark marks the whole process as Spark Connect (``SPARK_CONNECT_MODE_ENABLED``) once a
+    remote session is made; undone after it, or every later benchmark's classic session fails
+    with CONNECT_URL_NOT_SET (``make bench`` runs this one first)."""
+    keys = ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE", "SPARK_LOCAL_REMOTE")
+    saved = {k: os.environ.get(k) for k in keys}
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def run(ctx: Context) -> list[Result]:
@@ -57,11 +76,12 @@ def run(ctx: Context) -> list[Result]:
     run_id = f"connect-{uuid.uuid4().hex[:8]}"
     overrides = {**synthetic_overrides(cfg.buckets.lake, run_id), "export.dataset": f"bench-{run_id}"}
     try:
-        client = get_spark(cfg, remote=url)
-        try:
-            synthetic_table(client, overrides["tables.clean"], count)
-        finally:
-            client.stop()  # release the session while the server is up
+        with connect_mode_undone():
+            client = get_spark(cfg, remote=url)
+            try:
+                synthetic_table(client, overrides["tables.clean"], count)
+            finally:
+                client.stop()  # release the session while the server is up
         sets = [f"--set={key}={value}" for key, value in overrides.items()]
         base = {k: v for k, v in os.environ.items()
                 if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_LOCAL_REMOTE")}

@@ -61,12 +61,16 @@ def train_worker(spec: TrainSpec) -> dict[str, Any]:
     Spark reuses Python workers, and TensorFlow configures collective ops once per process:
     a second run in a reused worker fails with "Collective ops are already configured". A
     spawned child (which inherits ``TF_CONFIG``) also takes TensorFlow's memory and gRPC
-    server away with it when training ends. If the child dies, this raises.
+    server away with it when training ends. If the child dies, this raises; if this worker
+    dies (Spark kills a failed barrier task's Python worker alone), the child dies with it.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    from dlpipe.core.process import die_with_parent
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         return pool.submit(_train, spec).result()
 
 

@@ -206,3 +206,23 @@ def tail(path: Path, lines: int = 25) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return f"(no log at {path})"
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process get SIGKILL when its parent dies (Linux ``PR_SET_PDEATHSIG``).
+
+    A child in its parent's process group dies with it only when the whole group is killed;
+    Spark kills a failed task's Python worker alone, and its TensorFlow child would train on
+    as an orphan, holding its port and memory. Elsewhere than Linux this does nothing.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the call: nothing would signal us
+        os._exit(1)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dlpipe.core.errors import DlpipeError
+from dlpipe.core.faults import fault_point
 from dlpipe.core.s3 import delete_keys, list_keys
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ def publish(client: S3Client, bucket: str, *, staging: str, final: str, paths: I
             raise DlpipeError(f"s3://{bucket}/{final}/{path} has {got} bytes after the copy, its "
                               f"staged copy {want}; nothing was published",
                               fix="run it again; was another publish of the same prefix running?")
+    fault_point("publish_copied")  # the fault tests' hook: killed with everything but the marker
     for name, data in (extras or {}).items():
         client.put_object(Bucket=bucket, Key=f"{final}/{name}", Body=data)
     write_marker(client, bucket, marker, body)

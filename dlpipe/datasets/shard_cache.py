@@ -10,11 +10,14 @@ shards downloading while the current ones are read.
 Files are named by bucket, key, size and CRC, so a re-export with new content never hits a
 stale entry. The cache is shared by processes (each training worker) on one machine;
 eviction removes the least recently used files beyond ``max_bytes`` but never one used in
-the last ``protect_s`` seconds (a reader may be about to open it).
+the last ``protect_s`` seconds (a reader may be about to open it). A ``.partial`` file names
+the process writing it: one whose process is gone (a worker SIGKILLed mid-download) is
+deleted by the next download, and one being written counts against ``max_bytes``.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import threading
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from dlpipe.core.config import Config
 from dlpipe.core.errors import DlpipeError
+from dlpipe.core.faults import fault_point
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -68,6 +72,7 @@ class ShardCache:
         self._lock = threading.Lock()
         self._inflight: dict[Path, Future[Path]] = {}
         self.downloaded_bytes = 0
+        self.reclaimed_partials = 0  # partial downloads of dead processes deleted
 
     @classmethod
     def from_config(cls, cfg: Config, *, cache_dir: Path | None = None) -> ShardCache:
@@ -125,11 +130,20 @@ class ShardCache:
     def _download(self, shard: RemoteShard, path: Path, done: Future[Path]) -> None:
         try:
             self._make_room(shard.size, keep=path)
-            partial = path.with_name(f"{path.name}.partial-{uuid.uuid4().hex[:8]}")
+            partial = path.with_name(f"{path.name}{PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:8]}")
             try:
                 self._get_into(shard, partial)
+                fault_point("shard_downloaded")  # the fault tests' hook: a worker killed here
                 self._verify(shard, partial)
                 os.replace(partial, path)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise ShardError(
+                    f"no space left in the shard cache {self.dir} for shard {shard.uri} "
+                    f"({shard.size:,} bytes): {exc.strerror}",
+                    fix="free space there, lower export.reader.cache_max_gb below the free space, "
+                        "or point export.reader.cache_dir at a bigger disk") from None
             finally:
                 partial.unlink(missing_ok=True)
             with self._lock:
@@ -156,7 +170,7 @@ class ShardCache:
                     raise ShardError(f"shard {shard.uri} is shorter than the manifest's "
                                      f"{shard.size} bytes (got {offset + len(body)} at most)",
                                      fix="re-export the dataset version (dlpipe export --overwrite)")
-                os.pwrite(fd, body, offset)
+                _pwrite_all(fd, body, offset)
 
             for future in [self._ranges.submit(get, o) for o in range(0, shard.size, self.range_bytes)]:
                 future.result()
@@ -204,16 +218,23 @@ class ShardCache:
             )
 
     def _make_room(self, incoming: int, *, keep: Path) -> None:
-        """Evict least recently used, unprotected shards until ``incoming`` bytes fit."""
-        entries = []
-        for p in self.dir.glob("*.tfrecord"):
+        """Evict least recently used, unprotected shards until ``incoming`` bytes fit; partial
+        downloads count, and those of a process that is gone are deleted first."""
+        entries, used, now = [], 0, time.time()
+        for p in self.dir.iterdir():
             try:
                 st = p.stat()
             except FileNotFoundError:
                 continue
-            entries.append((st.st_mtime, st.st_size, p))
-        used = sum(size for _, size, _ in entries)
-        now = time.time()
+            if PARTIAL in p.name:
+                if not _writer_alive(p.name) or now - st.st_mtime > STALE_PARTIAL_S:
+                    p.unlink(missing_ok=True)
+                    self.reclaimed_partials += 1
+                    continue
+                used += st.st_size
+            elif p.name.endswith(".tfrecord"):
+                used += st.st_size
+                entries.append((st.st_mtime, st.st_size, p))
         for mtime, size, p in sorted(entries):
             if used + incoming <= self.max_bytes:
                 break
@@ -221,3 +242,30 @@ class ShardCache:
                 continue
             p.unlink(missing_ok=True)
             used -= size
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """``pwrite`` until every byte is written: on a filling disk it writes part and returns
+    the count, and only the next call raises ENOSPC (a single call lost the rest silently)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+PARTIAL = ".partial-"  # <shard file>.partial-<pid>-<random>: the download that writes it
+STALE_PARTIAL_S = 600  # untouched this long: its pid was reused, the download is long dead
+
+
+def _writer_alive(name: str) -> bool:
+    """Whether the process a partial file names still runs (on this host: the cache is local)."""
+    pid = name.rpartition(PARTIAL)[2].partition("-")[0]
+    if not pid.isdigit():
+        return False  # an older cache's partial names no process
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -193,3 +193,34 @@ def test_a_killed_export_publishes_nothing_and_the_next_one_cleans_up(spark, ing
     assert not [k for k in keys if f"/{STAGING}/" in k], "stale staging removed"
     published = client.get_object(Bucket=bucket, Key=f"{manifest.prefix}/manifest.json")["Body"].read()
     assert json.loads(published)["export_id"] == manifest.export_id
+
+
+def test_an_overwrite_killed_while_publishing_never_leaves_a_manifest_without_its_shards(
+        spark, ingested, test_env):
+    """Issue 17: `export --overwrite` SIGKILLs itself (dlpipe.core.faults) once its new shards
+    are copied and before its manifest is written. Readers then find no version rather than
+    a manifest naming shards that were replaced or deleted; the next overwrite publishes a
+    manifest whose every shard is there with its size."""
+    from dlpipe.core.faults import ENV as FAULT_ENV
+
+    dataset = f"overwrite-{uuid.uuid4().hex[:6]}"
+    client, bucket = s3_client(ingested), ingested.buckets.datasets
+    cfg = with_overrides(ingested, {"export.shard_target_mb": 0.05})
+    first = export_job.export(spark, cfg, dataset=dataset)
+    flags = [f"--set=tables.clean={ingested.tables.clean}", f"--dataset={dataset}", "--overwrite",
+             "--set=export.shard_target_mb=0.02"]
+    killed = subprocess.run([sys.executable, "-m", "dlpipe.cli.main", "export", *flags],
+                            env={**test_env, FAULT_ENV: "publish_copied"}, capture_output=True, text=True,
+                            timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    with pytest.raises(DatasetNotFoundError):
+        open_manifest(client, bucket, dataset)
+
+    again = export_job.export(spark, cfg, dataset=dataset, overwrite=True)
+    assert again.export_id != first.export_id
+    published = open_manifest(client, bucket, dataset)
+    assert published == again
+    sizes = {o["Key"]: o["Size"] for o in client.list_objects_v2(
+        Bucket=bucket, Prefix=f"{again.prefix}/").get("Contents", [])}
+    assert {again.key(s): s.bytes for s in again.shards}.items() <= sizes.items()
+    assert not [k for k in sizes if f"/{STAGING}/" in k]

@@ -17,6 +17,7 @@ import pytest
 
 from dlpipe.core.config import with_overrides
 from dlpipe.core.errors import DlpipeError
+from dlpipe.core.process import wait_until
 from dlpipe.core.s3 import s3_client
 from dlpipe.localstack.install import locate
 from dlpipe.registry.release import serving_version
@@ -146,7 +147,9 @@ def test_a_killed_run_resumes_after_its_last_checkpoint_with_the_same_total_step
     flags = [f"--set=export.dataset={train_cfg.export.dataset}",
              f"--set=training.model_name={train_cfg.training.model_name}", f"--epochs={EPOCHS}",
              "--workers=2", f"--run-id={run_id}", "--set=spark.master=local[2]"]
-    proc = subprocess.Popen([sys.executable, "-m", "dlpipe.cli.main", "train", *flags], env=test_env,
+    marker = f"train-{run_id}"
+    proc = subprocess.Popen([sys.executable, "-m", "dlpipe.cli.main", "train", *flags],
+                            env={**test_env, "DLPIPE_TEST_RUN": marker},
                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
@@ -154,6 +157,14 @@ def test_a_killed_run_resumes_after_its_last_checkpoint_with_the_same_total_step
         if latest is not None and latest["epoch"] >= 1:
             break
         time.sleep(0.2)
+    # Issue 17: Spark kills a failed task's Python worker alone, not its process group; the
+    # TensorFlow child that worker spawned must die with it, not train on as an orphan.
+    children = tf_children(marker)
+    assert len(children) == 2, f"two TensorFlow workers expected: {children}"
+    for _, parent in children:
+        os.kill(parent, signal.SIGKILL)
+    alive = lambda: [pid for pid, _ in children if pid_alive(pid)]  # noqa: E731
+    assert wait_until(lambda: not alive(), 15), f"TensorFlow children outlived their worker: {alive()}"
     os.killpg(proc.pid, signal.SIGKILL)
     output = proc.communicate()[0].decode(errors="replace")
     killed_at = store.latest()
@@ -170,6 +181,27 @@ def test_a_killed_run_resumes_after_its_last_checkpoint_with_the_same_total_step
     assert result["resumed_from_epoch"] == k
     assert result["total_steps"] == trained["total_steps"] == records[-1]["step"]
     assert result["version"] > trained["version"]
+
+
+def tf_children(marker: str) -> list[tuple[int, int]]:
+    """(pid, parent pid) of each training child (multiprocessing spawn) carrying ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry.name.isdigit() and marker.encode() in (entry / "environ").read_bytes()
+                    and b"spawn_main" in (entry / "cmdline").read_bytes()):
+                parent = int((entry / "stat").read_text().rsplit(") ", 1)[1].split()[1])
+                found.append((int(entry.name), parent))
+        except OSError:
+            continue
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
 
 
 def test_a_run_keeps_the_dataset_it_started_on_or_refuses(trained, train_cfg, exported):

@@ -99,34 +99,30 @@ def test_v2_records_map_by_config_and_resending_ids_counts_duplicates(spark, cfg
 
 
 def test_sigkill_during_continuous_ingest_loses_and_duplicates_nothing(cfg, test_env, tmp_path):
-    """Kill -9 the driver twice mid-stream; every produced id ends up exactly once. (The
-    exact places, after each of a batch's commits, are the fault-point test's below.)"""
+    """Kill -9 the driver mid-stream; every produced id ends up exactly once. (The exact
+    places, after each of a batch's commits, are the fault-point test's below; broker and
+    store failures under a continuous driver are test_store_faults.py's.)"""
     cfg = isolated(cfg, "kill")
     sets = [*isolated_sets(cfg), "--set=ingest.trigger_interval=2 seconds",
             "--set=ingest.max_offsets_per_trigger=300"]
     exe = str(Path(sys.executable).parent / "dlpipe")
     log = tmp_path / "sent.jsonl"
-    total = 0
-    for round_ in range(2):
-        send(cfg, log, count=1000, start=round_ * 1000, bad_fraction=0.02, duplicate_fraction=0.02)
-        total += 1000
-        marker = f"kill-{uuid.uuid4().hex}"
-        driver = subprocess.Popen([exe, "ingest", *sets], env={**test_env, "DLPIPE_TEST_RUN": marker},
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                  start_new_session=True)
-        seen = 0
-        deadline = time.monotonic() + 240
-        assert driver.stdout is not None
-        for line in driver.stdout:  # kill it once it has committed at least one micro-batch
-            if '"event": "ingest_batch"' in line:
-                seen += 1
-                if seen >= 1:
-                    break
-            assert time.monotonic() < deadline, "no micro-batch within 240 s"
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait(30)
-        # No process of that driver (JVM, PySpark daemon and workers) outlives it.
-        assert wait_until(lambda m=marker: not processes_with(m), 20), processes_with(marker)
+    total = 1500  # one kill: each driver is a JVM start (~30 s of make test)
+    send(cfg, log, count=total, bad_fraction=0.02, duplicate_fraction=0.02)
+    marker = f"kill-{uuid.uuid4().hex}"
+    driver = subprocess.Popen([exe, "ingest", *sets], env={**test_env, "DLPIPE_TEST_RUN": marker},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    deadline = time.monotonic() + 240
+    assert driver.stdout is not None
+    for line in driver.stdout:  # kill it once it has committed a micro-batch
+        if '"event": "ingest_batch"' in line:
+            break
+        assert time.monotonic() < deadline, "no micro-batch within 240 s"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait(30)
+    # No process of that driver (JVM, PySpark daemon and workers) outlives it.
+    assert wait_until(lambda: not processes_with(marker), 20), processes_with(marker)
     # A final catch-up run; then the tables must hold each id exactly once.
     out = subprocess.run([exe, "ingest", "--once", *sets], env=test_env, capture_output=True,
                          text=True, timeout=600)

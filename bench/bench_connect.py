@@ -45,16 +45,10 @@ def connect_mode_undone() -> Iterator[None]:
     """PySpark marks the whole process as Spark Connect (``SPARK_CONNECT_MODE_ENABLED``) once a
     remote session is made; undone after it, or every later benchmark's classic session fails
     with CONNECT_URL_NOT_SET (``make bench`` runs this one first)."""
-    keys = ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE", "SPARK_LOCAL_REMOTE")
-    saved = {k: os.environ.get(k) for k in keys}
-    try:
+    from dlpipe.core.process import scoped_environ
+
+    with scoped_environ(restore=("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE", "SPARK_LOCAL_REMOTE")):
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def run(ctx: Context) -> list[Result]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from dlpipe.core import logs
 from dlpipe.core.args import add_config_args, config_from_args
-from dlpipe.core.errors import DlpipeError
+from dlpipe.core.errors import STORE_DOWN_EXIT, DlpipeError, store_unreachable
 
 # -- commands --------------------------------------------------------------------------
 
@@ -278,6 +278,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"dlpipe {command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if (message := store_unreachable(exc)) is None:
+            raise  # a bug: its traceback is what a developer needs
+        print(f"dlpipe {command}: error: {message}", file=sys.stderr)
+        return STORE_DOWN_EXIT
 
 
 if __name__ == "__main__":

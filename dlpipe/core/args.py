@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from dlpipe.core import logs
 from dlpipe.core.config import Config, load_config
-from dlpipe.core.errors import DlpipeError
+from dlpipe.core.errors import STORE_DOWN_EXIT, DlpipeError, store_unreachable
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -49,4 +49,9 @@ def run_main(main: Callable[[], int], *, prog: str) -> None:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         code = 130
+    except Exception as exc:
+        if (message := store_unreachable(exc)) is None:
+            raise  # a bug: its traceback is what a developer needs
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        code = STORE_DOWN_EXIT
     sys.exit(code)

@@ -10,6 +10,7 @@ with dots, YAML env values, an ``environ`` argument, ports in a movable ``stack.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import reprlib
@@ -58,32 +59,39 @@ def load_config(path: str | Path | None = None, *, overrides: Iterable[str] | Ma
     ``environ`` (default ``os.environ``) > the running stack's ports > the file."""
     path = Path(path) if path else default_config_path()
     raw = read_yaml(path, fix="pass --config PATH or set DLPIPE_CONFIG")
-    layers = [_env_layer(os.environ if environ is None else environ), cli_layer(overrides)]
-    for layer in layers:  # the profile and state_dir may come from env/CLI
-        apply(raw, layer)
-    if profile := (raw.get("pipeline") or {}).get("profile"):
+    user = [_env_layer(os.environ if environ is None else environ), cli_layer(overrides)]
+    # The file layers are gathered first and the user's applied once, last. Which profile,
+    # pipeline name and state dir apply is read from a preview with the user's layers on.
+    if profile := (_preview(raw, user).get("pipeline") or {}).get("profile"):
         profiles = path.parent / "profiles"
         if not (chosen := profiles / f"{profile}.yaml").is_file():
             known = ", ".join(sorted(p.stem for p in profiles.glob("*.yaml"))) or f"none in {profiles}"
             raise ConfigError(f"unknown pipeline.profile {profile!r}: no {chosen}",
                               fix=f"choose one of: {known} (or add {chosen})")
-        raw = merge(read_yaml(path, fix=""), read_yaml(chosen, fix=f"correct {chosen}"))
-        for layer in layers:
-            apply(raw, layer)
-    name = str((raw.get("pipeline") or {}).get("name") or PipelineConfig().name)
-    if isinstance(stack := raw.setdefault("stack", {}), dict):
+        merge(raw, read_yaml(chosen, fix=f"correct {chosen}"))
+    preview = _preview(raw, user)
+    name = str((preview.get("pipeline") or {}).get("name") or PipelineConfig().name)
+    state_dir = None
+    if isinstance(stack := preview.get("stack", {}), dict):
         state_dir = Path(str(stack.get("state_dir", ".dlpipe/stack"))).expanduser()
         state_dir = path.resolve().parent.parent / state_dir  # unchanged when absolute
         if (learned := learned_file(state_dir, name)).is_file():  # {"ingest": {"classes": [...]}}
             merge(raw, read_yaml(learned, fix=f"correct or delete {learned}"))
-            for layer in layers:
-                apply(raw, layer)
         if (runtime := state_dir / RUNTIME_FILE).is_file():  # {"kafka": {"port": 9092}, ...}
             ports = read_yaml(runtime, fix=f"restart the stack (`dlpipe stack up`) or delete {runtime}")
-            for layer in [{f"stack.{s}.{k}": v for s, d in ports.items() for k, v in d.items()}, *layers]:
-                apply(raw, layer)
-        raw["stack"]["state_dir"] = str(state_dir)
+            apply(raw, {f"stack.{s}.{k}": v for s, d in ports.items() for k, v in d.items()})
+    for layer in user:
+        apply(raw, layer)
+    if state_dir is not None:
+        raw.setdefault("stack", {})["state_dir"] = str(state_dir)
     return _validate({**expand(raw, name), "source": str(path)}, path)
+
+
+def _preview(raw: dict[str, Any], layers: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    preview = copy.deepcopy(raw)
+    for layer in layers:
+        apply(preview, layer)
+    return preview
 
 
 def learned_file(state_dir: Path, pipeline: str) -> Path:

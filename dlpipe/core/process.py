@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,6 +169,24 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
     except (ProcessLookupError, PermissionError):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
+
+
+@contextlib.contextmanager
+def scoped_environ(values: Mapping[str, str] | None = None, *,
+                   restore: Iterable[str] = ()) -> Iterator[None]:
+    """``values`` set in os.environ for the block; on exit those keys and ``restore``'s are
+    as they were (a child launched inside inherits them, this process keeps nothing)."""
+    values = values or {}
+    saved = {k: os.environ.get(k) for k in {*values, *restore}}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.3) -> bool:

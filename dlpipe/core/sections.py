@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from dlpipe.core.errors import ConfigError
 
@@ -78,6 +78,9 @@ class S3Config(_Section):
     secret_key_env: str = "DLPIPE_S3_SECRET_KEY"
     # One writer per ingest checkpoint, dataset version and predictions table (dlpipe.core.lease)
     lease_ttl_s: float = 60.0
+    # boto3 attempts per call (standard mode: jittered backoff doubling to 20 s), enough to
+    # ride out a store restart of several seconds
+    max_attempts: int = Field(default=8, ge=1)
 
 
 class BucketsConfig(_Section):

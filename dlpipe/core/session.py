@@ -17,6 +17,7 @@ the static conf: only the s3a settings it lacks are filled in, as session conf. 
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -25,9 +26,12 @@ from typing import TYPE_CHECKING
 
 from dlpipe.core.config import Config
 from dlpipe.core.errors import MissingToolError
+from dlpipe.core.process import scoped_environ
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
 
 # Spark's default regex misses fs.s3a.secret.key's sibling fs.s3a.access.key; ours covers
 # every s3a credential key, so neither shows in the UI, the event log or `spark.conf` dumps.
@@ -46,19 +50,33 @@ def jars_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
     return [p for p in value.replace(",", os.pathsep).split(os.pathsep) if p]
 
 
-def hadoop_s3a_conf(cfg: Config) -> dict[str, str]:
-    """Hadoop settings that point s3a at the configured S3 service (MinIO by default)."""
+# S3A takes its keys from the JVM's environment: a JVM dlpipe starts gets them from ``s3_env``
+# (only for the launch), the local stack's Spark workers and Connect server from their start,
+# and Kubernetes pods from the Secret. They are never in SparkConf, which any executor that
+# registers with the driver can fetch, nor in the UI, event logs or a properties file.
+ENV_PROVIDER = "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider"
+CONF_PROVIDER = "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
+KEY_ENV, SECRET_ENV = "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"
+
+
+def s3_env(cfg: Config) -> dict[str, str]:
+    """The environment S3A's ``EnvironmentVariableCredentialsProvider`` reads its keys from."""
     key, secret = cfg.s3_credentials()
+    return {KEY_ENV: key, SECRET_ENV: secret}
+
+
+def hadoop_s3a_conf(cfg: Config, *, keys: bool = False) -> dict[str, str]:
+    """Hadoop settings that point s3a at the configured S3 service (MinIO by default). The
+    keys are in it only with ``keys=True``: for a session dlpipe did not start and cannot
+    give an environment (a notebook's, a Connect server's session conf)."""
     endpoint = cfg.s3_endpoint
-    return {
+    conf = {
         "fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         "fs.s3a.endpoint": endpoint,
         "fs.s3a.endpoint.region": cfg.s3.region,
         "fs.s3a.path.style.access": str(cfg.s3.path_style).lower(),
         "fs.s3a.connection.ssl.enabled": str(endpoint.startswith("https")).lower(),
-        "fs.s3a.aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
-        "fs.s3a.access.key": key,
-        "fs.s3a.secret.key": secret,
+        "fs.s3a.aws.credentials.provider": ENV_PROVIDER,
         # Plain file output is committed by the S3A magic committer (no rename on S3).
         "fs.s3a.committer.name": "magic",
         "fs.s3a.committer.magic.enabled": "true",
@@ -68,6 +86,11 @@ def hadoop_s3a_conf(cfg: Config) -> dict[str, str]:
         "fs.s3a.threads.max": "32",
         "fs.s3a.fast.upload.buffer": "bytebuffer",
     }
+    if keys:
+        key, secret = cfg.s3_credentials()
+        conf.update({"fs.s3a.aws.credentials.provider": CONF_PROVIDER,
+                     "fs.s3a.access.key": key, "fs.s3a.secret.key": secret})
+    return conf
 
 
 def spark_conf(
@@ -77,8 +100,10 @@ def spark_conf(
     app_name: str | None = None,
     master: str | None = None,
     extra: Mapping[str, str] | None = None,
+    keys: bool = False,
 ) -> dict[str, str]:
-    """Everything dlpipe sets on a new session, as plain strings."""
+    """Everything dlpipe sets on a new session, as plain strings (the S3 keys only with
+    ``keys=True``; see ``s3_env``)."""
     master = master or cfg.spark_master
     conf = {
         "spark.master": master,
@@ -89,7 +114,7 @@ def spark_conf(
         "spark.sql.redaction.string.regex": REDACTION_REGEX,
         # Executors' Python must match the driver's (see README).
         "spark.pyspark.python": sys.executable,
-        **{f"spark.hadoop.{k}": v for k, v in hadoop_s3a_conf(cfg).items()},
+        **{f"spark.hadoop.{k}": v for k, v in hadoop_s3a_conf(cfg, keys=keys).items()},
     }
     jars = [str(p) for p in jars]
     if jars and master.startswith("local"):
@@ -143,10 +168,20 @@ def get_spark(
     if (master or cfg.spark_master).startswith(_LOOPBACK_PREFIXES):
         # Spark's web UI binds every interface unless SPARK_LOCAL_IP names one.
         os.environ.setdefault("SPARK_LOCAL_IP", cfg.stack.host)
-    wanted = spark_conf(cfg, jars=jars_from_env() if jars is None else jars, app_name=app_name,
-                        master=master, extra=extra_conf)
-    wanted.pop(REMOTE_KEY, None)
     given = _launcher_conf()
+    # A JVM started here inherits the keys (S3A reads them from its environment); a JVM that
+    # spark-submit started has its environment already: without the keys there, they go in
+    # the conf as before, with a warning that names the fix.
+    launched = "PYSPARK_GATEWAY_PORT" not in os.environ
+    keys = not launched and not _jvm_has_s3_env()
+    if keys:
+        log.warning(f"S3 keys: {KEY_ENV}/{SECRET_ENV} are not in this driver's environment, so "
+                    "they go in the Spark conf (redacted in the UI, but readable by anything that "
+                    f"registers with the driver). fix: export {KEY_ENV} and {SECRET_ENV} for "
+                    "spark-submit and its executors (the Helm chart does)")
+    wanted = spark_conf(cfg, jars=jars_from_env() if jars is None else jars, app_name=app_name,
+                        master=master, extra=extra_conf, keys=keys)
+    wanted.pop(REMOTE_KEY, None)
     builder = SparkSession.builder
     for key, value in wanted.items():
         if key == "spark.jars" and given.get(key):
@@ -154,9 +189,19 @@ def get_spark(
         elif key in given:
             continue
         builder = builder.config(key, value)
-    session = builder.getOrCreate()
+    # The keys are in os.environ only while the JVM is launched (it copies the environment).
+    with scoped_environ(s3_env(cfg) if launched else {}):
+        session = builder.getOrCreate()
     _check_connectors(session)
     return session
+
+
+def _jvm_has_s3_env() -> bool:
+    from pyspark import SparkContext
+
+    SparkContext._ensure_initialized()
+    system = SparkContext._jvm.java.lang.System  # type: ignore[union-attr]
+    return bool(system.getenv(KEY_ENV)) and bool(system.getenv(SECRET_ENV))
 
 
 def _launcher_conf() -> dict[str, str]:
@@ -189,7 +234,7 @@ def _fill_s3a(spark: SparkSession, cfg: Config) -> None:
     hconf = spark.sparkContext._jsc.hadoopConfiguration()
     if hconf.get("fs.s3a.endpoint"):
         return
-    for key, value in hadoop_s3a_conf(cfg).items():
+    for key, value in hadoop_s3a_conf(cfg, keys=True).items():
         hconf.set(key, value)
     _check_connectors(spark)
 
@@ -200,7 +245,7 @@ def _fill_s3a_connect(spark: SparkSession, cfg: Config) -> None:
     is the server's; what it lacks shows on the first read."""
     if spark.conf.get("spark.hadoop.fs.s3a.endpoint", None) or spark.conf.get("fs.s3a.endpoint", None):
         return
-    for key, value in hadoop_s3a_conf(cfg).items():
+    for key, value in hadoop_s3a_conf(cfg, keys=True).items():
         spark.conf.set(key, value)
     extensions = spark.conf.get("spark.sql.extensions", None) or ""
     if "DeltaSparkSessionExtension" not in extensions:

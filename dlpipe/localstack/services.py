@@ -201,6 +201,15 @@ def _spark_env() -> dict[str, str]:
     }
 
 
+def _worker_dir_and_keys(cfg: Config, work: Path) -> dict[str, str]:
+    """A worker's executors read the S3 keys from the environment they inherit from it
+    (dlpipe.core.session: never from SparkConf)."""
+    from dlpipe.core.session import s3_env
+
+    work.mkdir(parents=True, exist_ok=True)
+    return s3_env(cfg)
+
+
 def spark_master_status(cfg: Config) -> dict | None:
     body = _http_ok(f"http://{cfg.stack.host}:{cfg.stack.spark_cluster.master_ui_port}/json/")
     return json.loads(body) if body else None
@@ -238,7 +247,7 @@ def spark_cluster_services(cfg: Config) -> list[Service]:
                   "--webui-port", "0", "--work-dir", str(work), f"spark://{host}:{c.master_port}"],
             log=home / f"worker-{i}.log", pid_file=home / f"worker-{i}.pid", ports=[],
             healthy=worker_healthy, host=host, env=_spark_env(),
-            prepare=lambda w=work: w.mkdir(parents=True, exist_ok=True),
+            prepare=lambda w=work: _worker_dir_and_keys(cfg, w),
         ))
     return services
 
@@ -284,15 +293,15 @@ def _connect_answers(host: str, port: int) -> bool:
 def spark_connect_service(cfg: Config, installed: Installed, *, port: int | None = None) -> Service:
     """A Spark Connect server on loopback: one warm driver JVM with the connector jars, Delta
     and s3a (dlpipe's own session conf), that notebooks and the CLI attach to with
-    ``sc://127.0.0.1:<port>``. Its conf, credentials included, is a 0600 properties file, so
-    nothing secret is on a command line."""
+    ``sc://127.0.0.1:<port>``. Its conf is a 0600 properties file; the S3 keys are only in
+    its environment (dlpipe.core.session.s3_env), never in a file or on a command line."""
     home = connect_home(cfg)
     host = cfg.stack.host
     port = port or connect_port(cfg)
     props = home / "spark-connect.conf"
 
     def prepare() -> dict[str, str]:
-        from dlpipe.core.session import spark_conf
+        from dlpipe.core.session import s3_env, spark_conf
 
         home.mkdir(parents=True, exist_ok=True)
         conf = spark_conf(cfg, jars=installed.spark_jar_paths(), app_name="dlpipe-connect", extra={
@@ -303,7 +312,7 @@ def spark_connect_service(cfg: Config, installed: Installed, *, port: int | None
         with os.fdopen(fd, "w") as fh:
             fh.writelines(f"{key} {value}\n" for key, value in conf.items())
         (home / "port").write_text(f"{port}\n")
-        return {}
+        return s3_env(cfg)
 
     submit = str(Path(_spark_class()).with_name("spark-submit"))
     return Service(

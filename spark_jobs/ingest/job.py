@@ -13,12 +13,12 @@ interrupted (Ctrl-C or SIGTERM stop it after the running micro-batch).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from dlpipe.core.args import add_config_args, config_from_args, run_main
@@ -109,10 +109,9 @@ class CheckpointGuard:
 def run(spark: SparkSession, cfg: Config, *, once: bool, guard: CheckpointGuard | None = None,
         accept_data_loss: bool = False) -> list[dict[str, Any]]:
     """Run the query while holding the checkpoint's lease (one driver per checkpoint)."""
-    if guard is None:
-        with CheckpointGuard(cfg) as own:
-            return _run_query(spark, cfg, once=once, running=own.running, accept_data_loss=accept_data_loss)
-    return _run_query(spark, cfg, once=once, running=guard.running, accept_data_loss=accept_data_loss)
+    with contextlib.nullcontext(guard) if guard is not None else CheckpointGuard(cfg) as held:
+        return _run_query(spark, cfg, once=once, running=held.running,
+                          accept_data_loss=accept_data_loss)
 
 
 def _run_query(spark: SparkSession, cfg: Config, *, once: bool, running: list[StreamingQuery],
@@ -120,16 +119,41 @@ def _run_query(spark: SparkSession, cfg: Config, *, once: bool, running: list[St
     from spark_jobs.ingest.data_loss import check_data_loss
     from spark_jobs.ingest.table_check import check_clean_table
 
-    check_clean_table(spark, cfg.ingest, cfg.tables.clean)
-    lost = check_data_loss(spark, cfg, accept=accept_data_loss)
-    with ingest_metrics(spark, cfg) as metrics:
-        if lost and not once:  # the gaps are skipped by a catch-up only; later ones fail the query
-            caught_up = _await(spark, cfg, once=True, running=running, metrics=metrics, skip_lost=True)
-            return caught_up + _await(spark, cfg, once=False, running=running, metrics=metrics)
-        return _await(spark, cfg, once=once, running=running, metrics=metrics, skip_lost=bool(lost))
+    # SIGTERM/SIGINT are caught for the whole run, not per query: a signal during the catch-up
+    # past recorded gaps must also keep the continuous query after it from starting.
+    with stop_signals() as stopping:
+        check_clean_table(spark, cfg.ingest, cfg.tables.clean)
+        lost = check_data_loss(spark, cfg, accept=accept_data_loss)
+        with ingest_metrics(spark, cfg) as metrics:
+            if lost and not once:  # the gaps are skipped by a catch-up only; later ones fail the query
+                batches = _await(spark, cfg, once=True, running=running, metrics=metrics,
+                                 stopping=stopping, skip_lost=True)
+                if stopping:
+                    return batches
+                return batches + _await(spark, cfg, once=False, running=running, metrics=metrics,
+                                        stopping=stopping)
+            return _await(spark, cfg, once=once, running=running, metrics=metrics,
+                          stopping=stopping, skip_lost=bool(lost))
 
 
-@contextmanager
+@contextlib.contextmanager
+def stop_signals() -> Iterator[list[int]]:
+    """SIGTERM and SIGINT only append to the list yielded: the main thread is inside a py4j
+    call (awaitTermination), and a py4j call from a signal handler on that thread breaks its
+    connection (the driver then died with a Py4JError instead of finishing the running
+    micro-batch). The previous handlers come back on exit."""
+    stopping: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: stopping.append(signum))
+    try:
+        yield stopping
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
 def ingest_metrics(spark: SparkSession, cfg: Config) -> Iterator[Any]:
     """Ingest's /metrics while the query runs, announced to Prometheus (dlpipe.core.telemetry)."""
     if not cfg.monitoring.enabled:
@@ -155,28 +179,17 @@ def ingest_metrics(spark: SparkSession, cfg: Config) -> Iterator[Any]:
 
 
 def _await(spark: SparkSession, cfg: Config, *, once: bool, running: list[StreamingQuery],
-           metrics: Any, skip_lost: bool = False) -> list[dict[str, Any]]:
+           metrics: Any, stopping: list[int], skip_lost: bool = False) -> list[dict[str, Any]]:
     started = time.monotonic()
     query, sink = start_query(spark, cfg, once=once, skip_lost=skip_lost)
     if metrics is not None:
         sink.on_batch = metrics.on_batch
     running.append(query)
-    # The handlers only set a flag: the main thread is inside a py4j call (awaitTermination),
-    # and a py4j call from a signal handler on that thread breaks its connection (the driver
-    # then died with a Py4JError instead of finishing the running micro-batch).
-    stopping: list[int] = []
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    for sig in previous:
-        signal.signal(sig, lambda signum, frame: stopping.append(signum))
-    try:
-        while not query.awaitTermination(1.0):
-            if stopping:
-                log.info(f"ingest: signal {stopping[0]}, stopping after the current micro-batch")
-                query.stop()
-                break
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    while not query.awaitTermination(1.0):
+        if stopping:
+            log.info(f"ingest: signal {stopping[0]}, stopping after the current micro-batch")
+            query.stop()
+            break
     if query.exception() is not None:
         raise RuntimeError(f"ingest query failed: {query.exception()}")
     seconds = time.monotonic() - started

@@ -156,6 +156,12 @@ def test_credentials_are_only_referenced(rendered: dict[str, Objects], variant: 
             else:
                 refs = container["envSecretKeyRefs"]
                 assert {r["name"] for r in refs.values()} == {secret}, where
+                # S3A in the driver and executor JVMs reads AWS_* (never the Spark conf)
+                assert set(refs) == {"DLPIPE_S3_ACCESS_KEY", "DLPIPE_S3_SECRET_KEY",
+                                     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}, where
+                assert refs["AWS_SECRET_ACCESS_KEY"] == refs["DLPIPE_S3_SECRET_KEY"], where
+                assert not any("s3a.secret.key" in str(v) or "s3a.access.key" in str(v)
+                               for v in container.values()), where
                 assert not {"DLPIPE_S3_ACCESS_KEY", "DLPIPE_S3_SECRET_KEY"} & set(container["envVars"])
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -55,8 +59,16 @@ def test_plain_file_output_is_committed_by_the_magic_committer(spark, cfg) -> No
     assert spark.read.json(f"s3a://{cfg.buckets.lake}/{prefix}").count() == 10
 
 
-def test_s3_credentials_are_redacted_in_the_spark_ui(spark, cfg) -> None:
+def test_s3_keys_are_not_in_the_spark_conf_nor_the_ui(spark, cfg) -> None:
+    """Issue 16: S3A reads the keys from the JVM's environment; SparkConf (which an executor
+    that registers with the driver receives) and the UI's environment page never hold them.
+    The other tests of this file read and write s3a with them. (Task broadcasts of the Hadoop
+    conf still carry them, as they did: an untrusted network needs spark.authenticate.)"""
     key, secret = cfg.s3_credentials()
+    conf = dict(spark.sparkContext.getConf().getAll())
+    assert not [k for k, v in conf.items() if key in v or secret in v]
+    assert conf["spark.hadoop.fs.s3a.aws.credentials.provider"].endswith(
+        "EnvironmentVariableCredentialsProvider")
     ui = spark.sparkContext.uiWebUrl
     assert ui, "the test session runs with its UI on"
     api = ui.rstrip("/") + "/api/v1/applications"
@@ -64,9 +76,38 @@ def test_s3_credentials_are_redacted_in_the_spark_ui(spark, cfg) -> None:
         app_id = json.load(resp)[0]["id"]
     with urllib.request.urlopen(f"{api}/{app_id}/environment", timeout=10) as resp:
         body = resp.read().decode()
-    assert "fs.s3a.secret.key" in body and "fs.s3a.access.key" in body
-    assert secret not in body
-    assert key not in body
+    assert "fs.s3a.aws.credentials.provider" in body
+    assert secret not in body and key not in body
+    # Spark copies AWS_* from the JVM's environment into its Hadoop conf (not SparkConf):
+    # shown there, redacted
+    hadoop = dict(json.loads(body)["hadoopProperties"])
+    assert all(hadoop.get(k, "*********(redacted)") == "*********(redacted)"
+               for k in ("fs.s3a.access.key", "fs.s3a.secret.key")), hadoop
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(os.environ), \
+        "the keys went to the JVM at its launch only, not into this process for good"
+
+
+def test_a_job_writes_s3a_with_the_secret_in_no_log_and_no_event_log(cfg, test_env, tmp_path) -> None:
+    """Issue 16, the sentinel: the store's real secret (what MinIO checks) is absent from a
+    CLI job's whole output and from its Spark event log, while the job writes Delta on s3a."""
+    key, secret = cfg.s3_credentials()
+    events = tmp_path / "events"
+    events.mkdir()
+    env = {k: v for k, v in test_env.items() if not k.startswith("AWS_")}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "dlpipe"), "smoke", "--steps", "delta",
+         "--set=spark.conf.spark.eventLog.enabled='true'",
+         "--set=spark.conf.spark.eventLog.compress='false'",
+         f"--set=spark.conf.spark.eventLog.dir=file://{events}"],
+        env=env, capture_output=True, text=True, timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    logs = [p for p in events.rglob("*") if p.is_file()]
+    assert logs, "the event log was written"
+    text = "".join(p.read_text(errors="replace") for p in logs)
+    assert "SparkListenerEnvironmentUpdate" in text and "fs.s3a.endpoint" in text
+    for found in (out, text):
+        assert secret not in found and key not in found
 
 
 def test_spark_tensorflow_distributor_trains_on_two_workers(spark) -> None:

@@ -224,3 +224,44 @@ def test_an_overwrite_killed_while_publishing_never_leaves_a_manifest_without_it
         Bucket=bucket, Prefix=f"{again.prefix}/").get("Contents", [])}
     assert {again.key(s): s.bytes for s in again.shards}.items() <= sizes.items()
     assert not [k for k in sizes if f"/{STAGING}/" in k]
+
+
+def test_an_export_through_minio_killed_then_stalled_publishes_a_whole_version(
+        spark, ingested, exported, stack, cache):
+    """Issue 17: once the export has staged its first shard, MinIO is SIGKILLed and restarted
+    3 s later, then SIGSTOPped for 30 s. The export rides it out (S3A and boto3 retry) or fails
+    with an error that names the cause, and a re-run publishes. Either way the version it
+    publishes is whole: every shard the manifest names reads back with its size and CRC32C,
+    and the counts match the first export of the same Delta version."""
+    from dlpipe.core.errors import store_unreachable
+    from tests.store_outage import minio_outage_when
+
+    dataset = f"outage-{uuid.uuid4().hex[:6]}"
+    cfg = with_overrides(ingested, {"export.shard_target_mb": 0.02})
+    client, bucket = s3_client(ingested), ingested.buckets.datasets
+    running = [True]
+
+    def staging() -> bool:
+        try:
+            return any(f"/{STAGING}/" in o["Key"] for o in client.list_objects_v2(
+                Bucket=bucket, Prefix=f"{dataset}/").get("Contents", []))
+        except Exception:  # not there yet is not a failure
+            return False
+
+    failure = None
+    with minio_outage_when(stack, staging, busy=lambda: running[0]) as outage:
+        try:
+            manifest = export_job.export(spark, cfg, dataset=dataset, version=exported.delta_version)
+        except Exception as exc:  # a clear failure is allowed: the re-run must publish
+            manifest, failure = None, exc
+        finally:
+            running[0] = False
+    assert outage.get("stalled") and outage.get("busy_at_kill"), outage
+    if manifest is None:
+        assert store_unreachable(failure) is not None, f"not named as the store: {failure!r}"[:3000]
+        manifest = export_job.export(spark, cfg, dataset=dataset, version=exported.delta_version)
+    assert manifest.counts == exported.counts
+    assert open_manifest(client, bucket, dataset).export_id == manifest.export_id
+    for split, counts in manifest.counts.items():
+        ds = make_dataset(manifest, split, cache=cache, batch_size=256, shuffle=False)
+        assert sum(int(labels.shape[0]) for _, labels in ds) == counts["records"], split

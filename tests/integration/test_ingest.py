@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -229,10 +230,12 @@ def test_a_config_the_clean_table_cannot_take_is_refused_before_the_query(spark,
     assert not spark.streams.active
 
 
-def test_a_crash_after_each_commit_of_a_batch_loses_and_duplicates_nothing(cfg, test_env, tmp_path):
+def test_a_crash_after_each_commit_of_a_batch_loses_and_duplicates_nothing(spark, cfg, test_env,
+                                                                          tmp_path):
     """Issue 17: the driver SIGKILLs itself right after the quarantine, the clean and the
-    accounting commit of a micro-batch (dlpipe.core.faults), one round each; a final run
-    completes, and rows_in = clean + quarantined + duplicates with every id exactly once."""
+    accounting commit of a micro-batch (dlpipe.core.faults), one round each; a final run (in
+    this process's session: one JVM start fewer) completes, and rows_in = clean + quarantined +
+    duplicates with every id exactly once."""
     cfg = isolated(cfg, "crash")
     sets = isolated_sets(cfg)
     exe = str(Path(sys.executable).parent / "dlpipe")
@@ -248,9 +251,7 @@ def test_a_crash_after_each_commit_of_a_batch_loses_and_duplicates_nothing(cfg, 
             os.killpg(driver.pid, signal.SIGKILL)  # the JVM and Python workers it left
         assert driver.returncode == -signal.SIGKILL, out[-3000:]
         assert f"killing this process at fault point {point}" in out, out[-3000:]
-    final = subprocess.run([exe, "ingest", "--once", *sets], env=test_env, capture_output=True,
-                           text=True, timeout=300)
-    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    assert job.run(spark, cfg, once=True), "the final run finds what the killed ones left"
     assert_exactly_once(cfg, [json.loads(x) for x in log.read_text().splitlines()])
 
 
@@ -299,3 +300,109 @@ def test_records_aged_out_of_kafka_are_refused_then_recorded_once_and_the_rest_i
     assert sorted((dict(r["reasons"])[f"{DATA_LOSS}_PARTITION"], dict(r["reasons"])[DATA_LOSS],
                    dict(r["reasons"])[f"{DATA_LOSS}_FIRST_OFFSET"], r["rows_in"]) for r in rows) == \
         sorted((p, 10, ends[p], 0) for p in cut)
+
+
+def age_out(cfg, topic: str, sent: list[dict], count: int) -> tuple[dict[int, int], set[str]]:
+    """Delete the first ``count`` records of each partition after the checkpoint's position
+    (the broker's DeleteRecords, as retention does): the checkpoint's next offsets and the ids
+    that aged out."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from spark_jobs.ingest.data_loss import earliest_offsets
+
+    partitions = earliest_offsets(cfg, topic)
+    assert all(Counter(s["partition"] for s in sent)[p] > count for p in partitions)
+    ends = {p: min(s["offset"] for s in sent if s["partition"] == p) for p in partitions}
+    cut = {p: o + count for p, o in ends.items()}
+    admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap_servers})
+    for future in admin.delete_records([TopicPartition(topic, p, o) for p, o in cut.items()]).values():
+        future.result(30)
+    return ends, {s["id"] for s in sent if s["offset"] < cut[s["partition"]]}
+
+
+def test_a_continuous_start_past_aged_out_records_stops_on_sigterm_in_its_catch_up_and_streams_after(
+        spark, cfg, tmp_path):
+    """Issue 17, the continuous branch of data loss: a start that finds gaps runs a catch-up
+    that skips them (failOnDataLoss off), then the continuous query (on). A SIGTERM during the
+    catch-up stopped only the catch-up, and the continuous query started anyway: the signal
+    was caught per query. Now it ends the run. The next start records no second loss row,
+    catches up, streams what arrives after, and every surviving id lands once."""
+    from pyspark.sql.streaming import StreamingQueryListener
+
+    from spark_jobs.ingest.data_loss import DATA_LOSS
+
+    cfg = isolated(cfg, "agedcont")
+    topic = cfg.kafka.topics["raw"].name
+    first = send(cfg, tmp_path / "first.jsonl", count=30)
+    assert sum(b["clean"] for b in job.run(spark, cfg, once=True)) == 30
+    later = send(cfg, tmp_path / "later.jsonl", count=40, start=30)
+    ends, lost = age_out(cfg, topic, later, count=5)
+    assert len(lost) == 5 * len(ends)
+
+    started: list[str] = []
+
+    class Watch(StreamingQueryListener):
+        """Counts the queries started; in the first run, sends SIGTERM as the catch-up starts."""
+        term_on_start = True
+
+        def onQueryStarted(self, event):
+            started.append(str(event.id))
+            if self.term_on_start and len(started) == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        def onQueryProgress(self, event):
+            pass
+
+        def onQueryIdle(self, event):
+            pass
+
+        def onQueryTerminated(self, event):
+            pass
+
+    first_run_over = threading.Event()
+
+    def stop_a_second_query() -> None:  # the bug: end the continuous query it started
+        wait_until(lambda: len(started) >= 2 or first_run_over.is_set(), 120, 0.5)
+        if not first_run_over.is_set():
+            for query in spark.streams.active:
+                query.stop()
+
+    watch = Watch()
+    spark.streams.addListener(watch)
+    try:
+        guard = threading.Thread(target=stop_a_second_query, daemon=True)
+        guard.start()
+        job.run(spark, cfg, once=False, accept_data_loss=True)
+        first_run_over.set()
+        guard.join()
+        assert len(started) == 1, "a SIGTERM in the catch-up must not start the continuous query"
+        assert not spark.streams.active
+
+        watch.term_on_start = False
+        started.clear()
+        fresh: list[dict] = []
+
+        def stream_then_stop() -> None:
+            try:  # the catch-up, then the continuous query
+                if wait_until(lambda: len(started) >= 2, 120, 0.5):
+                    fresh.extend(send(cfg, tmp_path / "fresh.jsonl", count=20, start=70))
+                    want = {s["id"] for s in first + later + fresh} - lost
+                    wait_until(lambda: {r["id"] for r in delta_rows(cfg, cfg.tables.clean, ["id"])}
+                               >= want, 120, 2)
+            finally:  # whatever happened, the run ends and the asserts below say what is wrong
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        streamer = threading.Thread(target=stream_then_stop, daemon=True)
+        streamer.start()
+        job.run(spark, cfg, once=False, accept_data_loss=True)
+        streamer.join(5)
+    finally:
+        spark.streams.removeListener(watch)
+    assert len(started) == 2 and len(fresh) == 20
+    clean = [r["id"] for r in delta_rows(cfg, cfg.tables.clean, ["id"])]
+    assert sorted(clean) == sorted({s["id"] for s in first + later + fresh} - lost)  # each once
+    rows = [dict(r["reasons"]) for r in delta_rows(cfg, cfg.tables.ingest_batches, ["reasons"])
+            if DATA_LOSS in dict(r["reasons"])]
+    assert sorted((r[f"{DATA_LOSS}_PARTITION"], r[DATA_LOSS], r[f"{DATA_LOSS}_FIRST_OFFSET"])
+                  for r in rows) == sorted((p, 5, o) for p, o in ends.items())

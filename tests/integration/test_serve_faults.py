@@ -372,3 +372,45 @@ def test_promote_and_rollback_move_serving_and_sync_within_one_poll(cfg, tmp_pat
     assert [line.split()[2:5] for line in history] == [
         ["promote", "2", "->"], ["rollback", "1", "->"], ["promote", "2", "->"]]
     assert "two is slow" in history[0] and read_pointer(client, bucket, name).history == (2,)
+
+
+def test_hot_reloads_through_minio_killed_then_stalled_answer_every_request_and_land(
+        stack, cfg, tmp_path):
+    """Issue 17: a version is published and MinIO is SIGKILLed at once (restarted 3 s later);
+    then another, and MinIO is SIGSTOPped for 30 s. Whichever step of the reload the outage
+    hits (the poll's listing, the copy, the load), the server answers every request from the
+    version it holds, stays ready, and serves each new version once the store is back."""
+    from tests.store_outage import kill_and_restart, restored, stall
+
+    name = f"probe-outage-{uuid.uuid4().hex[:6]}"
+    assert publish_probe(cfg, name, "first", tmp_path) == 1
+    cfg = with_overrides(cfg, {**LIMITS, "serving.model_dir": str(tmp_path / "models")})
+    answers: collections.Counter[tuple[int, str]] = collections.Counter()
+    stop = threading.Event()
+
+    def clients(url: str) -> None:
+        with httpx.Client(timeout=30) as http:
+            while not stop.is_set():
+                r = http.post(f"{url}/v1/models/{name}:predict", json=BODY)
+                answers[(r.status_code, r.headers.get("x-model-version", r.text[:200]))] += 1
+                answers[(http.get(f"{url}/readyz").status_code, "readyz")] += 1
+                time.sleep(0.05)
+
+    with running_server(cfg, models=[name], log=tmp_path / "serve.log") as running, \
+            restored(stack, "minio") as minio:
+        assert served(running.url, name) == ("1", "first")
+        load = threading.Thread(target=clients, args=(running.url,), daemon=True)
+        load.start()
+        try:
+            assert publish_probe(cfg, name, "second", tmp_path) == 2
+            kill_and_restart(minio, stack, down_s=3)
+            wait_for(lambda: served(running.url, name) == ("2", "second"), 90)
+            assert publish_probe(cfg, name, "third", tmp_path) == 3
+            stall(minio)
+            wait_for(lambda: served(running.url, name) == ("3", "third"), 90)
+        finally:
+            stop.set()
+            load.join(30)
+    assert {status for status, _ in answers} == {200}, answers
+    assert answers[(200, "readyz")] > 100, "the clients ran through both outages"
+    assert {version for _, version in answers} >= {"1", "3", "readyz"}, answers

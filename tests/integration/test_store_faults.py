@@ -11,41 +11,18 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from dlpipe.core.process import Service, wait_until
+from dlpipe.core.process import wait_until
 from tests.helpers import assert_exactly_once, isolated, isolated_sets
+from tests.store_outage import STALL_S, kill_and_restart, restored, stall
 
 pytestmark = pytest.mark.integration
 EXE = str(Path(sys.executable).parent / "dlpipe")
-
-
-@contextmanager
-def restored(stack, name: str) -> Iterator[Service]:
-    """The stack's service ``name``; whatever a test did to it, it runs again afterwards (the
-    rest of the session shares it)."""
-    service = next(s for s in stack.core_services() if s.name == name)
-    try:
-        yield service
-    finally:
-        if (pid := service.pid()) is not None:
-            os.kill(pid, signal.SIGCONT)
-        if pid is None or not wait_until(service.is_healthy, 30):
-            service.start(timeout_s=stack.cfg.stack.startup_timeout_s)
-
-
-def kill_and_restart(service: Service, stack, *, down_s: float) -> None:
-    pid = service.pid()
-    assert pid is not None, f"{service.name} is not running"
-    os.kill(pid, signal.SIGKILL)
-    assert wait_until(lambda: service.pid() is None, 20), f"{service.name} outlived SIGKILL"
-    time.sleep(down_s)
-    service.start(timeout_s=stack.cfg.stack.startup_timeout_s)
 
 
 class Driver:
@@ -170,10 +147,6 @@ def test_minio_killed_then_stalled_during_continuous_ingest_loses_and_duplicates
         run.driver.wait_batches(1)
         kill_and_restart(minio, stack, down_s=3)
         run.driver.wait_batches(run.driver.batches + 1)
-        pid = minio.pid()
-        assert pid is not None
-        os.kill(pid, signal.SIGSTOP)
-        time.sleep(30)
-        os.kill(pid, signal.SIGCONT)
+        stall(minio, STALL_S)
         run.drain()
     run.assert_rode_it_out_exactly_once()

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from dlpipe.core.config import load_config
-from dlpipe.core.session import REDACTION_REGEX, jars_from_env, spark_conf
+from dlpipe.core.session import (
+    CONF_PROVIDER,
+    ENV_PROVIDER,
+    REDACTION_REGEX,
+    jars_from_env,
+    s3_env,
+    spark_conf,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,10 +56,21 @@ def test_delta_and_jars_are_configured(cfg, jars) -> None:
     assert "spark.driver.extraClassPath" not in remote
 
 
-def test_every_credential_key_is_redacted(cfg, jars) -> None:
+def test_the_keys_are_not_in_the_conf_but_in_the_environment_s3a_reads(cfg, jars) -> None:
+    """Issue 16: SparkConf reaches every executor that registers with the driver; S3A reads
+    the keys from the JVM's environment instead (s3_env, given to the JVM at launch)."""
     conf = spark_conf(cfg, jars=jars)
+    assert not [k for k, v in conf.items() if "AKIA-test-key" in v or "test-secret-value" in v]
+    assert conf["spark.hadoop.fs.s3a.aws.credentials.provider"] == ENV_PROVIDER
+    assert s3_env(cfg) == {"AWS_ACCESS_KEY_ID": "AKIA-test-key",
+                           "AWS_SECRET_ACCESS_KEY": "test-secret-value"}
+
+
+def test_keys_in_the_conf_only_when_asked_and_then_redacted(cfg, jars) -> None:
+    conf = spark_conf(cfg, jars=jars, keys=True)
     secret_keys = [k for k, v in conf.items() if v in ("AKIA-test-key", "test-secret-value")]
     assert sorted(secret_keys) == ["spark.hadoop.fs.s3a.access.key", "spark.hadoop.fs.s3a.secret.key"]
+    assert conf["spark.hadoop.fs.s3a.aws.credentials.provider"] == CONF_PROVIDER
     pattern = re.compile(REDACTION_REGEX)
     assert all(pattern.search(k) for k in secret_keys)
     assert conf["spark.redaction.regex"] == REDACTION_REGEX

@@ -151,12 +151,18 @@ labels:
 envVars:
   {{- include "dlpipe.configEnv" $ctx | nindent 2 }}
 envSecretKeyRefs:
-  DLPIPE_S3_ACCESS_KEY:
+  {{- /* DLPIPE_S3_* for dlpipe's Python; AWS_* for S3A's EnvironmentVariableCredentialsProvider
+  in the driver and executor JVMs: the keys are never in the Spark conf. */}}
+  {{- range $name := list "DLPIPE_S3_ACCESS_KEY" "AWS_ACCESS_KEY_ID" }}
+  {{ $name }}:
     name: {{ include "dlpipe.existingSecret" $ctx }}
     key: {{ $ctx.Values.s3.accessKeyKey }}
-  DLPIPE_S3_SECRET_KEY:
+  {{- end }}
+  {{- range $name := list "DLPIPE_S3_SECRET_KEY" "AWS_SECRET_ACCESS_KEY" }}
+  {{ $name }}:
     name: {{ include "dlpipe.existingSecret" $ctx }}
     key: {{ $ctx.Values.s3.secretKeyKey }}
+  {{- end }}
 podSecurityContext:
   {{- toYaml $ctx.Values.podSecurityContext | nindent 2 }}
 securityContext:

@@ -228,3 +228,54 @@ def test_tf_serving_is_the_release_of_the_tensorflow_that_exports_the_models() -
     (tensorflow,) = re.findall(r"^\s+tensorflow-cpu==(\S+)$", setup, re.M)
     (api,) = re.findall(r"^\s+tensorflow-serving-api==(\S+)$", setup, re.M)
     assert tag.split(".")[:2] == tensorflow.split(".")[:2] == api.split(".")[:2], (tag, tensorflow, api)
+
+
+def _spark_pods(objects: Objects) -> list[tuple[str, dict[str, Any]]]:
+    return [(f"{o['metadata']['name']}/{role}", _spark_spec(o)[role]) for o in objects
+            if o["kind"] in ("SparkApplication", "ScheduledSparkApplication")
+            for role in ("driver", "executor")]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_pod_is_behind_a_default_deny_and_spark_admits_only_its_own(
+        rendered: dict[str, Objects], variant: str) -> None:
+    """Issue 16: a default-deny ingress policy selects every pod of the release; the Spark
+    pods admit their own driver and executors (any port) and the metrics port, nothing else."""
+    objects = rendered[variant]
+    deny = _one(objects, "NetworkPolicy", "dlpipe-default-deny")["spec"]
+    assert deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
+    selector = deny["podSelector"]["matchLabels"]
+    serving = _one(objects, "Deployment", "dlpipe-serving")
+    pod_labels = [("serving", serving["spec"]["template"]["metadata"]["labels"])]
+    pod_labels += [(where, pod["labels"]) for where, pod in _spark_pods(objects)]
+    for where, labels in pod_labels:
+        assert selector.items() <= labels.items(), f"{where} is not behind the default deny"
+
+    spark = _one(objects, "NetworkPolicy", "dlpipe-spark")["spec"]
+    for where, pod in _spark_pods(objects):
+        assert spark["podSelector"]["matchLabels"].items() <= pod["labels"].items(), where
+    own, metrics = spark["ingress"]
+    assert own == {"from": [{"podSelector": {"matchLabels": spark["podSelector"]["matchLabels"]}}]}
+    assert metrics["ports"] == [{"port": 9108, "protocol": "TCP"}]
+
+
+def test_egress_is_denied_when_asked_except_dns_and_the_allowed() -> None:
+    allowed = {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"port": 9000}]}
+    out = helm_template([VARIANTS["default"]], sets=[
+        "networkPolicy.egress.enabled=true",
+        "networkPolicy.egress.allowTo[0].to[0].ipBlock.cidr=10.20.0.0/16",
+        "networkPolicy.egress.allowTo[0].ports[0].port=9000"]).stdout
+    deny = _one([o for o in yaml.safe_load_all(out) if o], "NetworkPolicy", "dlpipe-default-deny")
+    assert deny["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    dns, extra = deny["spec"]["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53} and extra == allowed
+
+
+def test_spark_drivers_cannot_change_services(rendered: dict[str, Objects]) -> None:
+    """Issue 16: the Spark role creates and deletes its driver's Service, never updates or
+    patches one (nor can it touch anything beyond pods, services, config maps and claims)."""
+    role = _one(rendered["default"], "Role", "dlpipe-spark")
+    verbs = {r: set(rule["verbs"]) for rule in role["rules"] for r in rule["resources"]}
+    assert "update" not in verbs["services"] and "patch" not in verbs["services"]
+    assert verbs["services"] >= {"create", "delete", "get", "list", "watch"}
+    assert set(verbs) == {"pods", "services", "configmaps", "persistentvolumeclaims"}

@@ -148,6 +148,8 @@ serviceAccount: {{ include "dlpipe.sparkServiceAccountName" $ctx }}
 {{- end }}
 labels:
   {{- include "dlpipe.labels" (dict "ctx" $ctx "component" .component) | nindent 2 }}
+  {{- /* what the Spark NetworkPolicy admits traffic between */}}
+  dlpipe.io/spark: "true"
 envVars:
   {{- include "dlpipe.configEnv" $ctx | nindent 2 }}
 envSecretKeyRefs:

@@ -99,7 +99,7 @@ def test_v2_records_map_by_config_and_resending_ids_counts_duplicates(spark, cfg
     assert read_delta_with_delta_rs(cfg, cfg.tables.clean).version() == version
 
 
-def test_sigkill_during_continuous_ingest_loses_and_duplicates_nothing(cfg, test_env, tmp_path):
+def test_sigkill_during_continuous_ingest_loses_and_duplicates_nothing(spark, cfg, test_env, tmp_path):
     """Kill -9 the driver mid-stream; every produced id ends up exactly once. (The exact
     places, after each of a batch's commits, are the fault-point test's below; broker and
     store failures under a continuous driver are test_store_faults.py's.)"""
@@ -124,10 +124,9 @@ def test_sigkill_during_continuous_ingest_loses_and_duplicates_nothing(cfg, test
     driver.wait(30)
     # No process of that driver (JVM, PySpark daemon and workers) outlives it.
     assert wait_until(lambda: not processes_with(marker), 20), processes_with(marker)
-    # A final catch-up run; then the tables must hold each id exactly once.
-    out = subprocess.run([exe, "ingest", "--once", *sets], env=test_env, capture_output=True,
-                         text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    # A final catch-up run (in this process's session: one JVM start fewer); then the tables
+    # must hold each id exactly once.
+    assert job.run(spark, cfg, once=True), "the final run finds what the killed driver left"
     sent = [json.loads(x) for x in log.read_text().splitlines()]
     assert len(sent) == total
     assert_exactly_once(cfg, sent)

@@ -13,8 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dlpipe.core import logs
-from dlpipe.core.args import add_config_args, config_from_args
-from dlpipe.core.errors import STORE_DOWN_EXIT, DlpipeError, store_unreachable
+from dlpipe.core.args import add_config_args, config_from_args, failure_code
 
 # -- commands --------------------------------------------------------------------------
 
@@ -272,17 +271,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         command, func, rest = args.command, args.func, args
     try:
         return func(rest)
-    except DlpipeError as exc:
-        print(f"dlpipe {command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"dlpipe {command}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if (message := store_unreachable(exc)) is None:
+    except (Exception, KeyboardInterrupt) as exc:
+        if (code := failure_code(exc, f"dlpipe {command}")) is None:
             raise  # a bug: its traceback is what a developer needs
-        print(f"dlpipe {command}: error: {message}", file=sys.stderr)
-        return STORE_DOWN_EXIT
+        return code
 
 
 if __name__ == "__main__":

@@ -43,15 +43,24 @@ def run_main(main: Callable[[], int], *, prog: str) -> None:
     printed as its cause and fix (exit 2), never as a traceback."""
     try:
         code = main()
-    except DlpipeError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        code = 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        code = 130
-    except Exception as exc:
-        if (message := store_unreachable(exc)) is None:
+    except (Exception, KeyboardInterrupt) as exc:
+        if (handled := failure_code(exc, prog)) is None:
             raise  # a bug: its traceback is what a developer needs
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        code = STORE_DOWN_EXIT
+        code = handled
     sys.exit(code)
+
+
+def failure_code(exc: BaseException, prog: str) -> int | None:
+    """Print what a user needs for a failure that is not a bug and return the exit code:
+    2 for a user mistake or a missing piece, 75 for a store that did not answer, 130 for an
+    interrupt. None for anything else (a bug, which keeps its traceback)."""
+    if isinstance(exc, DlpipeError):
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    if (message := store_unreachable(exc)) is not None:
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return STORE_DOWN_EXIT
+    return None

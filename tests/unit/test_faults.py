@@ -29,3 +29,18 @@ def test_a_fault_point_kills_the_process_the_nth_time_it_is_reached():
     assert second.returncode == -signal.SIGKILL
     assert second.stdout.split() == ["reached", "0", "reached", "1"]
     assert run("elsewhere").returncode == 0
+
+
+def test_a_raise_fault_point_raises_instead_and_a_new_spec_counts_again(monkeypatch):
+    import pytest
+
+    from dlpipe.core.faults import InjectedFault, fault_point
+
+    monkeypatch.setenv("DLPIPE_FAULT", "here@2:raise")
+    fault_point("here")
+    with pytest.raises(InjectedFault, match="fault point here"):
+        fault_point("here")
+    fault_point("here")  # only the 2nd time
+    monkeypatch.setenv("DLPIPE_FAULT", "here:raise")
+    with pytest.raises(InjectedFault):
+        fault_point("here")

@@ -52,6 +52,14 @@ def cmd_stack(args: argparse.Namespace) -> int:
         stopped = [name for name in ["spark-connect"] if stop_connect(stack)] + stack.down()
         print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
         return 0
+    elif args.action == "env":
+        import shlex
+
+        from dlpipe.localstack.identities import identity_env
+
+        for name, value in identity_env(cfg, args.component).items():
+            print(f"export {name}={shlex.quote(value)}")
+        return 0
     from dlpipe.localstack.services import spark_connect_service
 
     status = {**stack.status(), "spark-connect": spark_connect_service(stack.cfg, stack.installed).status()}
@@ -230,7 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     status_help = "health of each service; exit 1 unless Kafka and MinIO are healthy"
     status = stack_sub.add_parser("status", help=status_help, description=status_help)
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    for p in (up, down, status):
+    env_help = ("print `export DLPIPE_S3_ACCESS_KEY=... DLPIPE_S3_SECRET_KEY=...` of a component's "
+                "own MinIO identity (least privilege; `eval` it before running that component)")
+    env = stack_sub.add_parser("env", help=env_help, description=env_help)
+    env.add_argument("component", choices=["ingest", "export", "train", "serve", "score"])
+    for p in (up, down, status, env):
         add_config_args(p)
 
     smoke = command(

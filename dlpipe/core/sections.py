@@ -234,6 +234,8 @@ class ServingConfig(_Section):
     sample_rate: float = 0.0              # share of predicted examples sent to the samples topic
     auth_tokens_file: Path | None = None  # bearer tokens, one a line; None: no auth
     admin_port: int = 0                   # /metrics on this port instead; 0: on the API port
+    tls_cert_file: Path | None = None     # PEM certificate (chain): HTTPS and gRPC over TLS
+    tls_key_file: Path | None = None      # its PEM private key; both or neither
 
 
 class DriftConfig(_Section):
@@ -262,6 +264,7 @@ class SparkConfig(_Section):
 class MaintainConfig(_Section):
     vacuum_retention_hours: int = 168
     keep_dataset_days: int = 30
+    vacuum_mode: Literal["lite", "full"] = "lite"  # lite: from the Delta log, falls back to full
 
 
 class PipelineConfig(_Section):

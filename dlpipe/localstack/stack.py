@@ -87,6 +87,10 @@ class Stack:
 
             ensure_buckets(cfg)
             ensure_topics(cfg)
+        with step("creating one MinIO identity per component (least privilege)"):
+            from dlpipe.localstack.identities import ensure_identities
+
+            ensure_identities(cfg)
         log.info(f"    S3 endpoint {cfg.s3_endpoint}; Kafka {cfg.kafka_bootstrap_servers}"
                  + (f"; Spark master spark://{cfg.stack.host}:{cfg.stack.spark_cluster.master_port}"
                if cluster else "")

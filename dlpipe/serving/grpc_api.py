@@ -15,7 +15,9 @@ _CODES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED",
           500: "INTERNAL", 503: "UNAVAILABLE"}
 
 
-async def start_grpc(registry: ModelRegistry, *, host: str, port: int) -> Any:
+async def start_grpc(registry: ModelRegistry, *, host: str, port: int,
+                     credentials: Any = None) -> Any:
+    """The gRPC API on ``port``; over TLS with ``credentials`` (dlpipe.serving.tls)."""
     import grpc
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
@@ -35,7 +37,10 @@ async def start_grpc(registry: ModelRegistry, *, host: str, port: int) -> Any:
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         _prediction_service(registry), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(_model_service(registry), server)
-    server.add_insecure_port(f"{host}:{port}")
+    if credentials is not None:
+        server.add_secure_port(f"{host}:{port}", credentials)
+    else:
+        server.add_insecure_port(f"{host}:{port}")
     await server.start()
     return server
 

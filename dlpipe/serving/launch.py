@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +28,11 @@ class RunningServer:
 
 @contextmanager
 def running_server(cfg: Config, *, models: Sequence[str], log: Path, port: int | None = None,
-                   grpc_port: int = 0, extra: Sequence[str] = (), timeout_s: float = 180
-                   ) -> Iterator[RunningServer]:
+                   grpc_port: int = 0, extra: Sequence[str] = (), timeout_s: float = 180,
+                   env: Mapping[str, str] | None = None) -> Iterator[RunningServer]:
     """Start the server on ``port`` (a free one by default) against ``cfg``'s stack; stop it
-    (SIGTERM, then SIGKILL) on exit."""
+    (SIGTERM, then SIGKILL) on exit. ``env`` is added to its environment (e.g. the keys of
+    the serving identity, dlpipe.localstack.identities)."""
     from dlpipe.core.process import free_ports
 
     port = port or free_ports(1)[0]
@@ -45,11 +47,15 @@ def running_server(cfg: Config, *, models: Sequence[str], log: Path, port: int |
             f"--set=kafka.topics.samples.name={cfg.samples_topic}", *serving, *extra]
     for m in models:
         args += ["--model", m]
-    env = {**os.environ, "DLPIPE_CONFIG": str(cfg.source), "DLPIPE_STATE_DIR": str(cfg.stack.state_dir)}
+    env = {**os.environ, "DLPIPE_CONFIG": str(cfg.source), "DLPIPE_STATE_DIR": str(cfg.stack.state_dir),
+           **(env or {})}
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
         process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    tls = cfg.serving.tls_cert_file
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    # Over TLS, the readiness check trusts the server's own certificate (self-signed in tests).
+    context = ssl.create_default_context(cafile=str(Path(tls).expanduser())) if tls else None
     try:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -57,7 +63,7 @@ def running_server(cfg: Config, *, models: Sequence[str], log: Path, port: int |
                 raise DlpipeError(f"dlpipe serve exited with code {process.returncode}; its log "
                                   f"ends:\n{_tail(log)}", fix=f"see {log}")
             try:
-                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as r:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=2, context=context) as r:
                     if r.status == 200:
                         break
             except (urllib.error.URLError, OSError):

@@ -3,7 +3,8 @@
     dlpipe serve [--host 0.0.0.0] [--port 8501] [--grpc-port 8500] [--model NAME ...]
 
 With ``serving.admin_port`` set, ``/metrics`` moves to that port; with
-``serving.auth_tokens_file`` set, the APIs need a bearer token (``dlpipe.serving.auth``).
+``serving.auth_tokens_file`` set, the APIs need a bearer token (``dlpipe.serving.auth``); with
+``serving.tls_cert_file`` and ``serving.tls_key_file``, REST is HTTPS and gRPC is over TLS.
 
 Both APIs share one model registry, so both serve the same version and hot-reload together.
 SIGTERM stops accepting, finishes requests in flight, then exits (Kubernetes-friendly).
@@ -49,7 +50,9 @@ async def serve(cfg: Config) -> None:
     import uvicorn
 
     from dlpipe.serving.app import create_admin_app, create_app
+    from dlpipe.serving.tls import grpc_server_credentials, tls_files
 
+    tls = tls_files(cfg.serving)  # checked before any model loads
     app = create_app(cfg)
     # A backstop under the app's own limits: connections (idle keep-alive ones included)
     # and tasks beyond this get uvicorn's plain 503, so no client can grow memory unbounded.
@@ -60,7 +63,9 @@ async def serve(cfg: Config) -> None:
     config = uvicorn.Config(app, host=cfg.serving.host, port=cfg.serving.port, loop="asyncio",
                             http="httptools", access_log=False, log_level="info",
                             limit_concurrency=4 * cfg.serving.max_concurrent_requests,
-                            timeout_graceful_shutdown=20)
+                            timeout_graceful_shutdown=20,
+                            ssl_certfile=str(tls.cert) if tls else None,
+                            ssl_keyfile=str(tls.key) if tls else None)
     servers = [uvicorn.Server(config)]
     if cfg.serving.admin_port:  # metrics apart from the API, e.g. reachable by Prometheus only
         servers.append(uvicorn.Server(uvicorn.Config(
@@ -71,11 +76,16 @@ async def serve(cfg: Config) -> None:
         from dlpipe.serving.grpc_api import start_grpc
 
         grpc_server = await start_grpc(app.state.registry, host=cfg.serving.host,
-                                       port=cfg.serving.grpc_port)
+                                       port=cfg.serving.grpc_port,
+                                       credentials=grpc_server_credentials(tls) if tls else None)
     from dlpipe.core.telemetry import announced
 
     host = "127.0.0.1" if cfg.serving.host in ("0.0.0.0", "::") else cfg.serving.host
     target = contextlib.ExitStack()  # the Prometheus target file, removed at app shutdown
+    if tls and not cfg.serving.admin_port:
+        logging.getLogger("dlpipe.serve").warning(
+            "/metrics is served over HTTPS on the API port; the stack's Prometheus scrapes plain "
+            "HTTP: set serving.admin_port to give it a plain metrics port")
     target.enter_context(announced(cfg, "serve", cfg.serving.admin_port or cfg.serving.port, host=host))
     app.state.shutdown_hooks = [target.close]
     try:
@@ -91,8 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = _apply_flags(config_from_args(args), args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("dlpipe.serve").info(
-        "REST on http://%s:%s%s, models %s from s3://%s (endpoint %s)", cfg.serving.host,
-        cfg.serving.port, f", gRPC on {cfg.serving.host}:{cfg.serving.grpc_port}"
+        "REST on %s://%s:%s%s, models %s from s3://%s (endpoint %s)",
+        "https" if cfg.serving.tls_cert_file else "http", cfg.serving.host,
+        cfg.serving.port, f", gRPC{' over TLS' if cfg.serving.tls_cert_file else ''} on "
+                          f"{cfg.serving.host}:{cfg.serving.grpc_port}"
         if cfg.serving.grpc_port else "", ", ".join(cfg.serving.models), cfg.buckets.models,
         cfg.s3_endpoint)
     asyncio.run(serve(cfg))
@@ -100,4 +112,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from dlpipe.core.args import run_main
+
+    run_main(main, prog="serve")

@@ -279,3 +279,20 @@ def test_spark_drivers_cannot_change_services(rendered: dict[str, Objects]) -> N
     assert "update" not in verbs["services"] and "patch" not in verbs["services"]
     assert verbs["services"] >= {"create", "delete", "get", "list", "watch"}
     assert set(verbs) == {"pods", "services", "configmaps", "persistentvolumeclaims"}
+
+
+def test_each_workload_can_take_its_own_s3_identity() -> None:
+    """Issue 16, least privilege: s3.componentSecrets gives a workload its own Secret (its own
+    MinIO/S3 identity); the rest keep s3.existingSecret."""
+    own = {"ingest": "s3-ingest", "retrain": "s3-retrain", "score": "s3-score", "serving": "s3-serving"}
+    out = helm_template([VARIANTS["default"]],
+                        sets=[f"s3.componentSecrets.{k}={v}" for k, v in own.items()]).stdout
+    seen: dict[str, set[str]] = {}
+    for obj in (o for o in yaml.safe_load_all(out) if o):
+        component = obj["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+        for _, container, _ in _containers(obj):
+            refs = ([e["valueFrom"]["secretKeyRef"]["name"] for e in container.get("env", [])
+                     if "valueFrom" in e and e["name"].startswith("DLPIPE_S3_")]
+                    + [r["name"] for r in container.get("envSecretKeyRefs", {}).values()])
+            seen.setdefault(component, set()).update(refs)
+    assert seen == {**{c: {s} for c, s in own.items()}, "maintain": {"dlpipe-s3"}}, seen

@@ -1,4 +1,4 @@
-"""`dlpipe serve` with bearer tokens and an admin port (issue 16), as a real process."""
+"""`dlpipe serve` with bearer tokens, an admin port and TLS (issue 16), as a real process."""
 
 from __future__ import annotations
 
@@ -56,3 +56,43 @@ def test_tokens_guard_rest_and_grpc_and_metrics_move_to_the_admin_port(cfg, tmp_
             response = stub.Predict(request, timeout=30, metadata=(("authorization", f"Bearer {secret}"),))
         assert tf.make_ndarray(response.outputs["class_name"]).tolist() == [b"auth"]
     assert secret not in (tmp_path / "serve.log").read_text()
+
+
+def test_tls_serves_rest_over_https_and_grpc_over_tls_and_refuses_plaintext(cfg, tmp_path):
+    """Issue 16, transport: with serving.tls_* set, REST is HTTPS and gRPC is TLS, each
+    verified against the certificate; plain HTTP and a plaintext gRPC channel get no answer,
+    and /metrics stays plain HTTP on the admin port for Prometheus."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from tests.tls_certs import self_signed
+
+    name = f"probe-tls-{uuid.uuid4().hex[:6]}"
+    assert publish_probe(cfg, name, "tls", tmp_path) == 1
+    cert, key = self_signed(tmp_path / "tls")
+    grpc_port, admin_port = free_ports(2)
+    cfg = with_overrides(cfg, {"serving.model_dir": str(tmp_path / "models"),
+                               "serving.tls_cert_file": str(cert), "serving.tls_key_file": str(key),
+                               "serving.admin_port": admin_port})
+    with running_server(cfg, models=[name], grpc_port=grpc_port, log=tmp_path / "serve.log") as running:
+        assert running.url.startswith("https://")
+        answer = httpx.post(f"{running.url}/v1/models/{name}:predict", json=BODY, verify=str(cert))
+        assert answer.status_code == 200 and answer.json()["predictions"][0]["class_name"] == "tls"
+        with pytest.raises(httpx.HTTPError):  # the server's certificate is not a public CA's
+            httpx.get(f"{running.url}/healthz")
+        with pytest.raises(httpx.HTTPError):  # plaintext on the TLS port
+            httpx.get(running.url.replace("https://", "http://") + "/healthz")
+        assert "dlpipe_" in httpx.get(f"http://127.0.0.1:{admin_port}/metrics").text
+
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = name
+        request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([png()]))
+        with grpc.secure_channel(running.grpc, grpc.ssl_channel_credentials(cert.read_bytes())) as channel:
+            response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+        assert tf.make_ndarray(response.outputs["class_name"]).tolist() == [b"tls"]
+        with grpc.insecure_channel(running.grpc) as channel, pytest.raises(grpc.RpcError) as err:
+            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    log = (tmp_path / "serve.log").read_text()
+    assert f"REST on https://127.0.0.1:{running.url.rsplit(':', 1)[1]}" in log and "gRPC over TLS" in log

@@ -69,6 +69,13 @@ app.kubernetes.io/part-of: dlpipe
 {{- required "s3.existingSecret is required: create a Secret with the S3 access and secret key (docs/deploy.md) and set its name" .Values.s3.existingSecret -}}
 {{- end -}}
 
+{{/* The S3 Secret of one workload: its own from s3.componentSecrets (least privilege), else
+s3.existingSecret. `include "dlpipe.s3Secret" (dict "ctx" $ "component" "ingest")` */}}
+{{- define "dlpipe.s3Secret" -}}
+{{- $own := index (.ctx.Values.s3.componentSecrets | default dict) .component -}}
+{{- if $own }}{{ $own }}{{ else }}{{ include "dlpipe.existingSecret" .ctx }}{{ end -}}
+{{- end -}}
+
 {{/* Configuration as environment variables --------------------------------------------- */}}
 
 {{/* Plain settings as a name -> value map (Spark `envVars`, and the Deployments' `env`). */}}
@@ -119,12 +126,12 @@ HOME: "/tmp"
 - name: DLPIPE_S3_ACCESS_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ include "dlpipe.existingSecret" . }}
+      name: {{ include "dlpipe.s3Secret" (dict "ctx" . "component" "serving") }}
       key: {{ .Values.s3.accessKeyKey }}
 - name: DLPIPE_S3_SECRET_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ include "dlpipe.existingSecret" . }}
+      name: {{ include "dlpipe.s3Secret" (dict "ctx" . "component" "serving") }}
       key: {{ .Values.s3.secretKeyKey }}
 {{- end -}}
 
@@ -157,12 +164,12 @@ envSecretKeyRefs:
   in the driver and executor JVMs: the keys are never in the Spark conf. */}}
   {{- range $name := list "DLPIPE_S3_ACCESS_KEY" "AWS_ACCESS_KEY_ID" }}
   {{ $name }}:
-    name: {{ include "dlpipe.existingSecret" $ctx }}
+    name: {{ include "dlpipe.s3Secret" (dict "ctx" $ctx "component" $.component) }}
     key: {{ $ctx.Values.s3.accessKeyKey }}
   {{- end }}
   {{- range $name := list "DLPIPE_S3_SECRET_KEY" "AWS_SECRET_ACCESS_KEY" }}
   {{ $name }}:
-    name: {{ include "dlpipe.existingSecret" $ctx }}
+    name: {{ include "dlpipe.s3Secret" (dict "ctx" $ctx "component" $.component) }}
     key: {{ $ctx.Values.s3.secretKeyKey }}
   {{- end }}
 podSecurityContext:

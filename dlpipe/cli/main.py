@@ -241,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     env_help = ("print `export DLPIPE_S3_ACCESS_KEY=... DLPIPE_S3_SECRET_KEY=...` of a component's "
                 "own MinIO identity (least privilege; `eval` it before running that component)")
     env = stack_sub.add_parser("env", help=env_help, description=env_help)
-    env.add_argument("component", choices=["ingest", "export", "train", "serve", "score"])
+    from dlpipe.localstack.identities import COMPONENTS
+
+    env.add_argument("component", choices=COMPONENTS)
     for p in (up, down, status, env):
         add_config_args(p)
 

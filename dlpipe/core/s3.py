@@ -13,11 +13,13 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 
-def s3_client(cfg: Config, *, max_pool_connections: int = 16) -> S3Client:
+def s3_client(cfg: Config, *, max_pool_connections: int = 16,
+              keys: tuple[str, str] | None = None) -> S3Client:
+    """A client of ``cfg``'s store with its credentials, or with ``keys`` (another identity)."""
     import boto3
     from botocore.config import Config as BotoConfig
 
-    key, secret = cfg.s3_credentials()
+    key, secret = keys or cfg.s3_credentials()
     return boto3.client(
         "s3",
         endpoint_url=cfg.s3_endpoint,

@@ -33,8 +33,10 @@ from typing import Any
 
 from dlpipe.core.config import Config
 from dlpipe.core.errors import ConfigError, ServiceError
+from dlpipe.core.s3 import split_uri
 
 IDENTITIES_FILE = "identities.json"
+COMPONENTS = ("ingest", "export", "train", "serve", "score")  # the keys of grants()
 READ = ["s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"]
 WRITE = [*READ, "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
          "s3:ListMultipartUploadParts", "s3:ListBucketMultipartUploads"]
@@ -49,7 +51,7 @@ class Grant:
 
 def _place(uri: str) -> str:
     """``s3a://bucket/a/b`` -> ``bucket/a/b``."""
-    return uri.split("://", 1)[-1].rstrip("/")
+    return "/".join(split_uri(uri)).rstrip("/")
 
 
 def grants(cfg: Config) -> dict[str, Grant]:
@@ -126,8 +128,8 @@ def ensure_identities(cfg: Config) -> list[str]:
 def identity_env(cfg: Config, component: str) -> dict[str, str]:
     """The environment that makes a process run as ``component``."""
     stored = _stored(cfg)
-    if component not in grants(cfg):
-        raise ConfigError(f"no component {component!r}; the components are {', '.join(grants(cfg))}",
+    if component not in COMPONENTS:
+        raise ConfigError(f"no component {component!r}; the components are {', '.join(COMPONENTS)}",
                           fix="pick one of them")
     if component not in stored:
         raise ConfigError(f"the stack in {cfg.stack.state_dir} has no identity for {component} yet",

@@ -104,14 +104,14 @@ def maintain_table(spark: SparkSession, path: str, hours: int, mode: str = "lite
     with step(f"compacting {path}"):
         metrics = table.optimize().executeCompaction().first()["metrics"]
     with step(f"vacuuming {path} (retaining {hours} h, {mode})"):
-        vacuum(spark, path, hours, mode)
+        vacuum(spark, table, path, hours, mode)
     after = DeltaTable.forPath(spark, path).detail().first()["numFiles"]
     return {"table": path, "files_before": before, "files_after": after,
             "files_removed": metrics["numFilesRemoved"], "files_added": metrics["numFilesAdded"],
             "retention_hours": hours}
 
 
-def vacuum(spark: SparkSession, path: str, hours: int, mode: str) -> None:
+def vacuum(spark: SparkSession, table: Any, path: str, hours: int, mode: str) -> None:
     """VACUUM LITE takes the files to delete from the Delta log: seconds where FULL lists
     the whole table folder through S3A (45-60 s for a table of a dozen files on the local
     MinIO, growing with the table). LITE cannot run once the log no longer reaches back to
@@ -126,9 +126,7 @@ def vacuum(spark: SparkSession, path: str, hours: int, mode: str) -> None:
                 raise
             log.warning(f"    {path}: VACUUM LITE cannot run ({str(exc).splitlines()[0][:200]}); "
                         "running VACUUM FULL")
-    from delta.tables import DeltaTable
-
-    DeltaTable.forPath(spark, path).vacuum(float(hours))  # FULL
+    table.vacuum(float(hours))  # FULL
 
 
 def maintain(spark: SparkSession, cfg: Config, *, now: datetime | None = None) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from dlpipe.core.config import with_overrides
-from dlpipe.core.s3 import s3_client
+from dlpipe.core.s3 import s3_client, split_uri
 from dlpipe.localstack.identities import IDENTITIES_FILE, identity_env
 from dlpipe.serving.launch import running_server
 
@@ -43,7 +43,7 @@ def places(cfg) -> dict[str, tuple[str, str]]:
     run = uuid.uuid4().hex[:8]
 
     def under(uri: str) -> tuple[str, str]:
-        bucket, _, prefix = uri.split("://", 1)[1].partition("/")
+        bucket, prefix = split_uri(uri)
         return bucket, f"{prefix}/_probe-{run}"
 
     b = cfg.buckets
@@ -54,14 +54,8 @@ def places(cfg) -> dict[str, tuple[str, str]]:
 
 
 def as_component(cfg, component: str):
-    import boto3
-    from botocore.config import Config as BotoConfig
-
     env = identity_env(cfg, component)
-    return boto3.client("s3", endpoint_url=cfg.s3_endpoint, region_name="us-east-1",
-                        aws_access_key_id=env[cfg.s3.access_key_env],
-                        aws_secret_access_key=env[cfg.s3.secret_key_env],
-                        config=BotoConfig(retries={"max_attempts": 1}))
+    return s3_client(cfg, keys=(env[cfg.s3.access_key_env], env[cfg.s3.secret_key_env]))
 
 
 def allowed(call) -> bool:

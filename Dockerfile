@@ -6,6 +6,10 @@
 #
 #   docker build -t ghcr.io/dlpipe/dlpipe:0.1.0 .
 #   docker build -t ghcr.io/dlpipe/dlpipe:0.1.0-gpu --build-arg TF_VARIANT=gpu .   # CUDA TensorFlow
+#   make image    # without Docker: buildah on a Debian base made by mmdebstrap (scripts/build_image.sh)
+#
+# PYTHON_IMAGE is any bookworm image with Python 3.11 (python3.11 on PATH, pip): the public
+# python slim image, or the base scripts/build_image.sh makes from Debian's own packages.
 #
 # Spark on Kubernetes starts pods with the arguments `driver ...` / `executor ...`;
 # docker/spark-entrypoint.sh turns them into the commands of pyspark 4.2.0's own Kubernetes
@@ -19,17 +23,25 @@ ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ARG TF_VARIANT=cpu
 ARG UV_VERSION=0.13.9
+# UV_NO_CACHE=0 with a uv cache mounted at /root/.cache/uv (scripts/build_image.sh) reuses the
+# wheels the host already has; the default keeps no cache in the layer.
+ARG UV_NO_CACHE=1
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # Java and Maven only resolve the connector jars here (dlpipe.localstack.install, the same code as
 # `dlpipe install`); neither Maven nor the JDK reaches the final image.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends openjdk-17-jdk-headless maven \
  && rm -rf /var/lib/apt/lists/*
-RUN pip install --no-cache-dir "uv==${UV_VERSION}"
-ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH UV_NO_CACHE=1 UV_COMPILE_BYTECODE=1
+# --break-system-packages: Debian's own python3.11 refuses pip installs otherwise (PEP 668);
+# uv only lives in this build stage.
+RUN python3.11 -m pip install --no-cache-dir --break-system-packages "uv==${UV_VERSION}"
+# UV_SYSTEM_CERTS: uv trusts the system's CA store, as pip and Maven do (a base that adds a
+# proxy's CA, like scripts/image.sh's, then works for all three).
+ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy \
+    UV_SYSTEM_CERTS=1
 WORKDIR /src
 COPY requirements.lock setup.cfg pyproject.toml README.md ./
-RUN uv venv --python /usr/local/bin/python3.11 /opt/venv \
+RUN uv venv --python "$(command -v python3.11)" /opt/venv \
  && uv pip sync --python /opt/venv/bin/python requirements.lock
 # The GPU build swaps the CPU TensorFlow wheel for the CUDA one (same version, same API).
 RUN if [ "$TF_VARIANT" = "gpu" ]; then \

@@ -4,6 +4,7 @@ the per-test isolation of topics, tables and checkpoints on the shared test stac
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,3 +95,15 @@ def send(cfg, log: Path, *, count: int, bad_fraction: float = 0.0, duplicate_fra
     )
     produce(cfg, msgs, count=count, rate=rate, log_path=log)
     return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def wait_for(condition, timeout_s: float = 60.0, what: str = "the condition", every_s: float = 0.5):
+    """Poll ``condition`` until it returns something true, and return that; fail after
+    ``timeout_s`` naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout_s:.0f}s waiting for {what}"
+        time.sleep(every_s)

@@ -58,6 +58,15 @@ class SparkClusterConfig(_Section):
     worker_memory: str = "2g"
 
 
+class K8sServiceConfig(_Section):
+    """The loopback Kubernetes control plane's ports (``dlpipe k8s up``)."""
+    api_port: int = 16443
+    etcd_port: int = 12379
+    etcd_peer_port: int = 12380
+    controller_manager_port: int = 10257
+    scheduler_port: int = 10259
+
+
 class StackConfig(_Section):
     state_dir: Path
     kafka: KafkaServiceConfig
@@ -65,6 +74,7 @@ class StackConfig(_Section):
     spark_cluster: SparkClusterConfig
     mlflow: MlflowServiceConfig = MlflowServiceConfig()
     prometheus: PrometheusServiceConfig = PrometheusServiceConfig()
+    k8s: K8sServiceConfig = K8sServiceConfig()
     host: str = "127.0.0.1"
     startup_timeout_s: float = 60.0
     stop_timeout_s: float = 20.0

@@ -131,27 +131,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None) -> int:
+def run(spark: SparkSession | None, cfg: Config, *, model: str | None = None, version: int | None = None,
+        rescore: bool = False) -> ScoreReport:
+    """What ``dlpipe score`` does once it has a config: score under the predictions table's
+    lease, log the outcome and push the run figures (a batch job has no /metrics to scrape)."""
     from dlpipe.core.lease import path_lease
     from dlpipe.core.session import get_spark
+    from dlpipe.core.telemetry import push_run_figures
 
-    args = parse_args(argv)
-    cfg = config_from_args(args)
     # One scoring at a time per predictions table, taken before the session so a second run
     # fails in a second: concurrent MERGEs conflict, and on S3 Delta's single-driver log
     # store can lose one of two commits.
-    with path_lease(cfg, cfg.tables.predictions, owner=f"score {args.model or 'default'}",
+    with path_lease(cfg, cfg.tables.predictions, owner=f"score {model or 'default'}",
                     ttl_s=cfg.s3.lease_ttl_s):
         session = get_spark(cfg, app_name="dlpipe-score", spark=spark)
-        report = score(session, cfg, model=args.model, version=args.version, rescore=args.rescore)
+        report = score(session, cfg, model=model, version=version, rescore=rescore)
     log.info(f"{report.scored:,} rows scored in {report.seconds:.1f}s ({report.rate:,.0f} rows/s); "
              f"{report.total:,} predictions of {report.model} v{report.version} in {report.table}")
-    from dlpipe.core.telemetry import push_run_figures
-
     push_run_figures(cfg, "score", {
         "rows": report.scored, "seconds": report.seconds, "rows_per_second": report.rate,
         "model_version": report.version, "last_success_timestamp_seconds": time.time()},
         labels={"model": report.model})
+    return report
+
+
+def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None) -> int:
+    args = parse_args(argv)
+    run(spark, config_from_args(args), model=args.model, version=args.version, rescore=args.rescore)
     return 0
 
 

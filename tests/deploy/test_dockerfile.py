@@ -1,4 +1,5 @@
-"""The Dockerfile (which cannot be built here: no Docker engine, no Docker Hub): hadolint, and
+"""The Dockerfile, statically (it is built and run by buildah and podman in
+tests/integration/test_image.py; there is no Docker engine here): hadolint, and
 the properties the chart relies on."""
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -27,7 +26,8 @@ from dlpipe.localstack.install import locate
 from dlpipe.localstack.monitoring import rules_file
 from dlpipe.localstack.provision import ensure_topics
 from dlpipe.serving.launch import running_server
-from tests.helpers import isolated, isolated_sets, read_delta_with_delta_rs, send
+from spark_jobs.score import job as score_job
+from tests.helpers import isolated, isolated_sets, read_delta_with_delta_rs, send, wait_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,16 +39,6 @@ def promql(cfg, query: str) -> list[dict]:
     body = httpx.get(url, params={"query": query}, timeout=10).json()
     assert body["status"] == "success", body
     return body["data"]["result"]
-
-
-def wait_for(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(1)
 
 
 def names_in(text: str) -> set[str]:
@@ -137,7 +127,7 @@ def test_drift_is_flagged_on_shifted_inputs_and_reported(cfg, drift_runs):
 
 
 @pytest.fixture(scope="module")
-def exported_names(cfg, served_model, test_env, tmp_path_factory, drift_runs) -> dict[str, set[str]]:
+def exported_names(cfg, served_model, spark, test_env, tmp_path_factory, drift_runs) -> dict[str, set[str]]:
     """Scrape a streaming ingest and a `dlpipe serve` for real; check Prometheus finds both."""
     tmp = tmp_path_factory.mktemp("monitoring")
     stream = isolated(cfg, "metrics")
@@ -169,12 +159,12 @@ def exported_names(cfg, served_model, test_env, tmp_path_factory, drift_runs) ->
     assert not list(targets.glob(f"ingest-*-{driver.pid}.json")), "the target file outlives ingest"
     name = served_model.training.model_name
     predictions = f"s3a://{cfg.buckets.lake}/test/metrics-{uuid.uuid4().hex[:8]}/predictions"
-    scored = subprocess.run([exe, "score", f"--set=training.model_name={name}",
-                             f"--set=tables.clean={served_model.tables.clean}",
-                             f"--set=tables.predictions={predictions}"], env=test_env,
-                            capture_output=True, text=True, timeout=900)  # pushes its run figures
-    assert scored.returncode == 0, scored.stdout[-2000:] + scored.stderr[-2000:]
-    assert "could not push" not in scored.stderr, scored.stderr[-2000:]
+    # dlpipe score's own code path (lease, score, push) in this session: one JVM start fewer.
+    scoring = with_overrides(served_model, {"tables.predictions": predictions})
+    report = score_job.run(spark, scoring, model=name)
+    pushed = wait_for(lambda: promql(cfg, f'last_over_time(dlpipe_score_rows{{model="{name}"}}[1h])'), 30,
+                      "the score run's pushed figures in Prometheus")
+    assert float(pushed[0]["value"][1]) == report.scored > 0
     with running_server(served_model, models=[name], log=tmp / "serve.log") as server:
         httpx.post(f"{server.url}/v1/models/{name}:predict", json={"instances": []}, timeout=30)
         wait_for(lambda: promql(cfg, f'dlpipe_serve_model_version{{model="{name}"}} == 1'), 60,

@@ -66,7 +66,7 @@ def test_tls_serves_rest_over_https_and_grpc_over_tls_and_refuses_plaintext(cfg,
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    from tests.tls_certs import self_signed
+    from dlpipe.localstack.certs import self_signed
 
     name = f"probe-tls-{uuid.uuid4().hex[:6]}"
     assert publish_probe(cfg, name, "tls", tmp_path) == 1

@@ -25,6 +25,7 @@ from dlpipe.core.s3 import s3_client
 from dlpipe.registry.store import publish_model
 from dlpipe.registry.sync import download_version
 from dlpipe.serving.launch import running_server
+from tests.helpers import wait_for
 from tests.integration.test_serve import png
 
 pytestmark = pytest.mark.integration
@@ -86,13 +87,6 @@ def metric(url: str, sample: str) -> float:
         if line.startswith(sample + " "):
             return float(line.split()[-1])
     return 0.0
-
-
-def wait_for(condition, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import pytest
 
 from dlpipe.core.config import load_config, with_overrides
 from dlpipe.core.errors import ConfigError
+from dlpipe.localstack.certs import self_signed
 from dlpipe.serving.tls import tls_files
 from tests.conftest import ROOT
-from tests.tls_certs import self_signed
 
 
 def serving(**tls):

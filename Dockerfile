@@ -19,8 +19,8 @@
 
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
-# -- build: the venv and the connector jars ------------------------------------------------
-FROM ${PYTHON_IMAGE} AS build
+# -- deps: the venv and the connector jars -------------------------------------------------
+FROM ${PYTHON_IMAGE} AS deps
 ARG TF_VARIANT=cpu
 ARG UV_VERSION=0.13.9
 # UV_NO_CACHE=0 with a uv cache mounted at /root/.cache/uv (scripts/build_image.sh) reuses the
@@ -48,16 +48,29 @@ RUN if [ "$TF_VARIANT" = "gpu" ]; then \
       uv pip uninstall --python /opt/venv/bin/python tensorflow-cpu \
       && uv pip install --python /opt/venv/bin/python "tensorflow[and-cuda]==2.21.0"; \
     fi
-COPY dlpipe/ dlpipe/
-COPY models/ models/
-COPY spark_jobs/ spark_jobs/
 # The connector jars go into Spark's own jars folder, so every spark-submit in the image (the
-# Spark operator's included) has them on its classpath without --jars.
-RUN uv pip install --python /opt/venv/bin/python --no-deps . \
- && DLPIPE_HOME=/opt/dlpipe/tools python -c \
+# Spark operator's included) has them on its classpath without --jars. They depend only on the
+# installer and its pins, copied alone: a change elsewhere in dlpipe/ resolves nothing again.
+COPY dlpipe/__init__.py dlpipe/
+COPY dlpipe/core/__init__.py dlpipe/core/errors.py dlpipe/core/progress.py dlpipe/core/
+COPY dlpipe/localstack/__init__.py dlpipe/localstack/install.py dlpipe/localstack/maven.py \
+     dlpipe/localstack/versions.py dlpipe/localstack/
+RUN DLPIPE_HOME=/opt/dlpipe/tools PYTHONPATH=/src python -c \
     "from dlpipe.localstack.install import install_spark_jars, locate; install_spark_jars(locate())" \
  && cp /opt/dlpipe/tools/spark-jars*/*.jar /opt/venv/lib/python3.11/site-packages/pyspark/jars/ \
  && rm -rf /root/.m2
+# -- build: the project itself, in a tree of its own (the venv's layout) that the runtime stage
+# lays over the venv; the venv comes from `deps`, which a code change leaves as it was, so the
+# runtime stage's copy of it stays cached (buildah keys COPY --from on the stage's image).
+FROM deps AS build
+COPY dlpipe/ dlpipe/
+COPY models/ models/
+COPY spark_jobs/ spark_jobs/
+RUN uv pip install --python /opt/venv/bin/python --no-deps --target /opt/project/site-packages . \
+ && mkdir -p /opt/project/venv/lib/python3.11 /opt/project/venv/bin \
+ && mv /opt/project/site-packages/bin/* /opt/project/venv/bin/ \
+ && rmdir /opt/project/site-packages/bin \
+ && mv /opt/project/site-packages /opt/project/venv/lib/python3.11/
 
 # -- runtime --------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
@@ -72,8 +85,9 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 10001 dlpipe \
  && useradd --uid 10001 --gid 10001 --home-dir /home/dlpipe --create-home --shell /usr/sbin/nologin dlpipe
-COPY --from=build /opt/venv /opt/venv
-COPY --from=build /opt/dlpipe/tools /opt/dlpipe/tools
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=deps /opt/dlpipe/tools /opt/dlpipe/tools
+COPY --from=build /opt/project/venv/ /opt/venv/
 COPY --chmod=0755 docker/spark-entrypoint.sh /opt/entrypoint.sh
 COPY conf/ /opt/dlpipe/conf/
 COPY spark_jobs/ /opt/dlpipe/spark_jobs/

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup image demo test test-unit test-k8s lint bench notebook stack-up stack-down clean help
+.PHONY: setup image k8s demo test test-unit test-k8s lint bench notebook stack-up stack-down clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -18,14 +18,16 @@ demo: setup  ## start the local stack and run the pipeline end to end
 image: setup  ## build the dlpipe image without Docker (mmdebstrap base, buildah; idempotent)
 	@scripts/image.sh build
 
-test: setup image lint  ## lint, then every test against the real local stack (and the image)
-	$(PY) -m pytest -m "not k8s" $(PYTEST_ARGS)
+k8s: setup  ## build etcd + Kubernetes from source, and the node's packages (idempotent; first time ~10 min)
+	@scripts/install_k8s.sh
+
+test: setup image k8s lint  ## lint, then every test: the real local stack, the image, the Kubernetes node
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup  ## the tests that need no service (stack down is fine), in under 2 minutes
 	$(PY) -m pytest -m "not integration and not k8s" -n 2 $(PYTEST_ARGS)
 
-test-k8s: setup image  ## build Kubernetes from source (first time ~25 min), test the chart on its API server
-	@scripts/install_k8s.sh
+test-k8s: setup image k8s  ## only the Kubernetes tests (the chart on its API server, the node)
 	$(PY) -m pytest -m k8s $(PYTEST_ARGS)
 
 lint: setup  ## ruff, and the import layers (import-linter)

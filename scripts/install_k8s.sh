@@ -121,7 +121,22 @@ build_pause() {
   say "built the pause image $PAUSE_IMAGE ($archive)"
 }
 
+# The node's runtime comes from Debian: containerd 1.6, runc, the CNI plugins, iptables.
+node_packages() {
+  command -v containerd >/dev/null && command -v runc >/dev/null && [ -x /usr/lib/cni/bridge ] && return
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing containerd, runc, the CNI plugins and iptables from Debian's packages"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends containerd runc \
+      containernetworking-plugins iptables conntrack iproute2 >/dev/null \
+      || die "apt-get install of the node's packages failed" "apt-get update, then rerun"
+  else
+    die "the node needs containerd, runc and the CNI plugins" \
+      "apt-get install -y containerd runc containernetworking-plugins iptables conntrack (as root)"
+  fi
+}
+
 wrapper_modules
+[ $# -eq 0 ] && node_packages
 for name in "${@:-${ALL[@]}}"; do
   case " ${ALL[*]} " in *" $name "*) ;; *) die "unknown piece $name" "one of: ${ALL[*]}" ;; esac
   if [ "$name" = pause ]; then build_pause; else build "$name"; fi

@@ -35,29 +35,6 @@ def cmd_jars(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_k8s(args: argparse.Namespace) -> int:
-    from dlpipe.localstack.k8s import ControlPlane
-
-    plane = ControlPlane.of(config_from_args(args))
-    if args.action == "up":
-        started = plane.up()
-        print("started: " + (", ".join(started) if started else "nothing (all running)"))
-        print(f"kubeconfig: {plane.kubeconfig()}  (export KUBECONFIG={plane.kubeconfig()})")
-        return 0
-    if args.action == "down":
-        stopped = plane.down()
-        print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
-        return 0
-    if args.action == "kubeconfig":
-        print(plane.kubeconfig())
-        return 0
-    status = plane.status()
-    for name, state in status.items():
-        print(f"{name:24s} {state}")
-    print(f"{'api server':24s} {plane.server}")
-    return 0 if all(state == "healthy" for state in status.values()) else 1
-
-
 def cmd_stack(args: argparse.Namespace) -> int:
     from dlpipe.localstack.stack import Stack
 
@@ -182,6 +159,8 @@ JOBS: dict[str, tuple[str, str]] = {
               "land sampled requests, compare live inputs and predictions with the training data"),
     "tensorboard": ("dlpipe.cli.tensorboard_cmd",
                     "TensorBoard on a training run's event files from MinIO"),
+    "k8s": ("dlpipe.cli.k8s_cmd",
+            "start, stop or check a one-node Kubernetes built from source (scripts/install_k8s.sh)"),
 }
 
 
@@ -269,15 +248,6 @@ def build_parser() -> argparse.ArgumentParser:
     env.add_argument("component", choices=COMPONENTS)
     for p in (up, down, status, env):
         add_config_args(p)
-
-    k8s = command("k8s", cmd_k8s, "start, stop or check a Kubernetes control plane on loopback "
-                  "(etcd, kube-apiserver, controller manager, scheduler; built by scripts/install_k8s.sh)")
-    k8s_sub = k8s.add_subparsers(dest="action", required=True, metavar="ACTION")
-    for action, text in (("up", "start what is not running; prints the admin kubeconfig's path"),
-                         ("down", "stop the control plane (TERM, then KILL)"),
-                         ("status", "state of each component; exit 1 unless all are healthy"),
-                         ("kubeconfig", "print the admin kubeconfig's path (export KUBECONFIG=...)")):
-        add_config_args(k8s_sub.add_parser(action, help=text, description=text))
 
     smoke = command(
         "smoke", cmd_smoke,

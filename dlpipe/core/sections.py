@@ -65,6 +65,10 @@ class K8sServiceConfig(_Section):
     etcd_peer_port: int = 12380
     controller_manager_port: int = 10257
     scheduler_port: int = 10259
+    node_ip: str = "10.98.0.1"            # a second address on lo (kubelet refuses 127.x)
+    pod_cidr: str = "10.88.0.0/24"
+    kubelet_port: int = 10250
+    kubelet_healthz_port: int = 10248
 
 
 class StackConfig(_Section):

@@ -64,3 +64,34 @@ def _write_key(path: Path, key) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
+
+
+def issue(ca_cert: Path, ca_key: Path, folder: Path, name: str, *, common_name: str,
+          organization: str | None = None, ips: Sequence[str] = (), days: int = 365) -> tuple[Path, Path]:
+    """A certificate signed by ``ca_cert``/``ca_key`` (for a client or a server), as
+    ``<name>.crt``/``<name>.key`` in ``folder``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    authority = x509.load_pem_x509_certificate(ca_cert.read_bytes())
+    signer = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    now = datetime.now(UTC)
+    builder = (x509.CertificateBuilder().subject_name(x509.Name(attributes))
+               .issuer_name(authority.subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=days)))
+    if ips:
+        builder = builder.add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]), critical=False)
+    cert = builder.sign(signer, hashes.SHA256())
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
+    cert_path.write_bytes(_pem(cert))
+    _write_key(key_path, key)
+    return cert_path, key_path

@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import ssl
+import subprocess
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +26,13 @@ from pathlib import Path
 from dlpipe.core.config import Config
 from dlpipe.core.errors import MissingToolError
 from dlpipe.core.process import Service
-from dlpipe.localstack.certs import self_signed, signing_key
+from dlpipe.localstack import k8s_node
+from dlpipe.localstack.certs import issue, self_signed, signing_key
 from dlpipe.localstack.install import tools_home
 
 KUBE_VERSION = "v1.34.4"  # scripts/install_k8s.sh builds this one
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
+PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"  # scripts/install_k8s.sh's PAUSE_IMAGE
 SERVICE_CIDR, SERVICE_IP = "10.0.0.0/24", "10.0.0.1"
 API_NAMES = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
              "kubernetes.default.svc.cluster.local")
@@ -62,12 +65,21 @@ class ControlPlane:
     api_port: int
     controller_manager_port: int
     scheduler_port: int
+    node_ip: str
+    pod_cidr: str
+    kubelet_port: int
+    kubelet_healthz_port: int
 
     @classmethod
     def of(cls, cfg: Config) -> ControlPlane:
         k = cfg.stack.k8s
         return cls(cfg.stack.state_dir / "k8s", cfg.stack.host, k.etcd_port, k.etcd_peer_port,
-                   k.api_port, k.controller_manager_port, k.scheduler_port)
+                   k.api_port, k.controller_manager_port, k.scheduler_port, k.node_ip, k.pod_cidr,
+                   k.kubelet_port, k.kubelet_healthz_port)
+
+    @property
+    def node_home(self) -> Path:
+        return self.home / "node"
 
     @property
     def server(self) -> str:
@@ -87,14 +99,18 @@ class ControlPlane:
             self_signed(pki, "apiserver", ips=(self.host, SERVICE_IP), names=API_NAMES, days=365)
         if not (pki / "service-account.key").is_file():
             signing_key(pki / "service-account.key", pki / "service-account.pub")
+        if not (pki / "apiserver-kubelet-client.crt").is_file():  # logs and exec through kubelet
+            issue(self.ca, pki / "apiserver.key", pki, "apiserver-kubelet-client",
+                  common_name="kube-apiserver-kubelet-client", organization="system:masters")
         tokens = pki / "tokens.json"
-        if not tokens.is_file():
-            made = {who: secrets.token_urlsafe(32) for who in ("admin", "controller-manager", "scheduler")}
-            _private_write(tokens, json.dumps(made))
-        made = json.loads(tokens.read_text())
         users = {"admin": ("dlpipe-admin", "system:masters"),
                  "controller-manager": ("system:kube-controller-manager", ""),
-                 "scheduler": ("system:kube-scheduler", "")}
+                 "scheduler": ("system:kube-scheduler", ""),
+                 "node": (f"system:node:{k8s_node.NODE_NAME}", "system:nodes")}
+        made = json.loads(tokens.read_text()) if tokens.is_file() else {}
+        if set(made) != set(users):
+            made = {who: made.get(who) or secrets.token_urlsafe(32) for who in users}
+            _private_write(tokens, json.dumps(made))
         _private_write(pki / "tokens.csv", "".join(
             f'{made[who]},{user},{user},"{group}"\n' for who, (user, group) in users.items()))
         for who in users:
@@ -140,6 +156,9 @@ class ControlPlane:
                 f"--service-account-key-file={pki / 'service-account.pub'}",
                 f"--service-account-signing-key-file={pki / 'service-account.key'}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}", "--allow-privileged=false",
+                f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                f"--kubelet-certificate-authority={self.ca}", "--kubelet-preferred-address-types=InternalIP",
                 f"--cert-dir={self.home / 'apiserver'}"],
             log=self.home / "kube-apiserver.log", pid_file=self.home / "kube-apiserver.pid",
             ports=[self.api_port], healthy=lambda: https_ok(self.api_port), host=host)
@@ -161,18 +180,79 @@ class ControlPlane:
         scheduler = controller("kube-scheduler", "scheduler", self.scheduler_port)
         return [etcd, apiserver, controller_manager, scheduler]
 
-    def up(self, timeout_s: float = 120) -> list[str]:
-        """Start what is not running (etcd first); returns what this call started."""
+    def node_services(self) -> list[Service]:
+        node, b = self.node_home, bin_dir()
+
+        def prepare_kubelet() -> None:
+            pki = node / "pki"
+            if not (pki / "kubelet.crt").is_file():
+                issue(self.ca, self.home / "pki" / "apiserver.key", pki, "kubelet",
+                      common_name=f"system:node:{k8s_node.NODE_NAME}", ips=(self.node_ip,))
+            (node / "kubelet.json").write_text(k8s_node.kubelet_config(
+                node, node_ip=self.node_ip, port=self.kubelet_port, healthz_port=self.kubelet_healthz_port,
+                client_ca=self.ca, pod_cidr=self.pod_cidr))
+
+        return [k8s_node.containerd_service(node),
+                k8s_node.kubelet_service(node, b / "kubelet", self.kubeconfig("node"), node_ip=self.node_ip,
+                                         healthz_port=self.kubelet_healthz_port, prepare=prepare_kubelet)]
+
+    def up(self, *, node: bool = True, timeout_s: float = 120) -> list[str]:
+        """Start what is not running (etcd first, the node last); returns what this call
+        started. With ``node``, the pause image is imported into containerd too."""
         self.home.mkdir(parents=True, exist_ok=True)
         os.chmod(self.home, 0o700)
         self.prepare()
-        return [s.name for s in self.services() if s.start(timeout_s)]
+        started = [s.name for s in self.services() if s.start(timeout_s)]
+        if node:
+            k8s_node.require_node_tools()
+            k8s_node.ensure_address(self.node_ip)
+            (self.node_home / "cni").mkdir(parents=True, exist_ok=True)
+            (self.node_home / "cni" / "10-dlpipe.conflist").write_text(k8s_node.cni_config(self.pod_cidr))
+            (self.node_home / "containerd.toml").write_text(
+                k8s_node.containerd_config(self.node_home, PAUSE_IMAGE))
+            containerd, kubelet = self.node_services()
+            started += ["containerd"] if containerd.start(timeout_s) else []
+            if PAUSE_IMAGE not in k8s_node.image_ids(self.node_home):
+                k8s_node.import_archive(self.node_home, bin_dir().parent / "images" / "pause.oci.tar")
+            started += ["kubelet"] if kubelet.start(timeout_s) else []
+        return started
 
     def down(self, timeout_s: float = 20) -> list[str]:
-        return [s.name for s in reversed(self.services()) if s.stop(timeout_s)]
+        containerd, kubelet = self.node_services()
+        stopped = ["kubelet"] if kubelet.stop(timeout_s) else []
+        if containerd.pid() is not None:
+            k8s_node.stop_pods(self.node_home)
+        stopped += ["containerd"] if containerd.stop(timeout_s) else []
+        return stopped + [s.name for s in reversed(self.services()) if s.stop(timeout_s)]
 
     def status(self) -> dict[str, str]:
-        return {s.name: s.status() for s in self.services()}
+        return {s.name: s.status() for s in (*self.services(), *self.node_services())}
+
+    def load(self, image: str) -> None:
+        """Copy ``image`` from the local containers storage (buildah's) into the node's
+        containerd, unless the same image is there already (its ID is kept beside)."""
+        image_id = subprocess.run(
+            ["buildah", "inspect", "--type", "image", "--format", "{{.FromImageID}}", image],
+            capture_output=True, text=True)
+        if image_id.returncode != 0:
+            raise MissingToolError(f"no image {image} in the local containers storage",
+                                   fix="make image  (scripts/image.sh build)")
+        stamp = self.node_home / "images" / (image.replace("/", "_").replace(":", "_") + ".id")
+        if stamp.is_file() and stamp.read_text() == image_id.stdout.strip() and \
+                image in k8s_node.image_ids(self.node_home):
+            return
+        archive = stamp.with_suffix(".oci.tar")
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        archive.unlink(missing_ok=True)
+        pushed = subprocess.run(["buildah", "push", "--quiet", "--disable-compression", image,
+                                 f"oci-archive:{archive}:{image}"],
+                                capture_output=True, text=True)
+        if pushed.returncode != 0:
+            raise MissingToolError(f"buildah could not export {image}: {pushed.stderr.strip()[-500:]}",
+                                   fix="check `buildah images`")
+        k8s_node.import_archive(self.node_home, archive)
+        archive.unlink()
+        stamp.write_text(image_id.stdout.strip())
 
 
 def _private_write(path: Path, text: str) -> None:

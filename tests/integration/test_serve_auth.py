@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import uuid
 
 import httpx
@@ -77,7 +78,8 @@ def test_tls_serves_rest_over_https_and_grpc_over_tls_and_refuses_plaintext(cfg,
                                "serving.admin_port": admin_port})
     with running_server(cfg, models=[name], grpc_port=grpc_port, log=tmp_path / "serve.log") as running:
         assert running.url.startswith("https://")
-        answer = httpx.post(f"{running.url}/v1/models/{name}:predict", json=BODY, verify=str(cert))
+        trusted = ssl.create_default_context(cafile=str(cert))
+        answer = httpx.post(f"{running.url}/v1/models/{name}:predict", json=BODY, verify=trusted)
         assert answer.status_code == 200 and answer.json()["predictions"][0]["class_name"] == "tls"
         with pytest.raises(httpx.HTTPError):  # the server's certificate is not a public CA's
             httpx.get(f"{running.url}/healthz")

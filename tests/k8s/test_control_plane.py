@@ -36,7 +36,7 @@ def plane(tmp_path_factory) -> ControlPlane:
         "stack.state_dir": str(tmp_path_factory.mktemp("k8s-state")),
         **{f"stack.k8s.{key}": port for key, port in ports.items()}})
     plane = ControlPlane.of(cfg)
-    plane.up()
+    plane.up(node=False)
     yield plane
     plane.down()
 
@@ -71,7 +71,7 @@ def test_the_control_plane_is_the_pinned_release_on_loopback_only(plane):
     assert '"code": 403' in anonymous or '"code": 401' in anonymous, anonymous
 
 
-def test_a_restricted_namespace_admits_the_chart_and_refuses_a_privileged_pod(plane, tmp_path):
+def test_a_restricted_namespace_admits_the_chart_and_refuses_an_unhardened_pod(plane, tmp_path):
     for crd in spark_operator_crds():
         kubectl(plane, "apply", "--server-side", "-f", crd)
     kubectl(plane, "create", "namespace", NAMESPACE)

@@ -1,0 +1,175 @@
+"""The one node of the local Kubernetes (issue 19, stage 2): containerd (Debian's) with runc and
+the CNI bridge plugin, and a kubelet built from source, all under ``<state_dir>/k8s/node``.
+
+The node's address is a second address on ``lo`` (10.98.0.1 by default): kubelet refuses a
+127.x node IP, and nothing outside this machine routes to an address on ``lo``. Pods get
+addresses from a bridge (``dlpipe-br0``, ``stack.k8s.pod_cidr``) and masquerade out. Images are
+imported into containerd's ``k8s.io`` namespace from OCI archives: the pause image
+``scripts/install_k8s.sh`` builds, and any image of the local containers storage
+(``dlpipe k8s load localhost/dlpipe:dev``, which ``make image`` builds).
+
+containerd runs with ``restrict_oom_score_adj`` (this sandbox has no CAP_SYS_RESOURCE) and the
+cgroupfs driver (cgroup v1 here, no systemd); kubelet allows cgroup v1 (``failCgroupV1: false``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from dlpipe.core.errors import MissingToolError, ServiceError
+from dlpipe.core.process import Service
+
+NODE_NAME = "dlpipe-node"
+BRIDGE = "dlpipe-br0"
+CNI_BIN = Path("/usr/lib/cni")
+DEBIAN_PACKAGES = "containerd runc containernetworking-plugins iptables conntrack iproute2"
+
+
+def require_node_tools() -> None:
+    lacking = [t for t in ("containerd", "ctr", "runc", "ip", "iptables") if shutil.which(t) is None]
+    if not (CNI_BIN / "bridge").is_file():
+        lacking.append(f"CNI plugins in {CNI_BIN}")
+    if lacking:
+        raise MissingToolError(f"the Kubernetes node needs {', '.join(lacking)}",
+                               fix=f"apt-get install -y {DEBIAN_PACKAGES}  "
+                                   "(scripts/install_k8s.sh does it as root)")
+
+
+def ensure_address(ip: str) -> None:
+    """The node's address, a second address on ``lo`` (idempotent; needs root). Not a dummy
+    interface: this kernel has no dummy driver ("Unknown device type")."""
+    shown = subprocess.run(["ip", "-4", "addr", "show", "dev", "lo"], capture_output=True, text=True)
+    if f" {ip}/" in shown.stdout:
+        return
+    added = subprocess.run(["ip", "addr", "add", f"{ip}/32", "dev", "lo"], capture_output=True, text=True)
+    if added.returncode != 0:
+        raise ServiceError(f"cannot give lo the node's address {ip}: {added.stderr.strip()}",
+                           fix="run as root (kubelet needs a node address that is not 127.x), or "
+                               "set stack.k8s.node_ip to an address this machine has")
+
+
+def containerd_config(home: Path, pause_image: str) -> str:
+    return f"""version = 2
+root = "{home / 'containerd' / 'root'}"
+state = "{home / 'containerd' / 'state'}"
+[grpc]
+  address = "{socket(home)}"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause_image}"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_BIN}"
+    conf_dir = "{home / 'cni'}"
+"""
+
+
+def cni_config(pod_cidr: str) -> str:
+    return json.dumps({"cniVersion": "1.0.0", "name": "dlpipe", "plugins": [
+        {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": True, "hairpinMode": True,
+         "ipam": {"type": "host-local", "ranges": [[{"subnet": pod_cidr}]],
+                  "routes": [{"dst": "0.0.0.0/0"}]}},
+        {"type": "portmap", "capabilities": {"portMappings": True}},
+        {"type": "loopback"}]}, indent=2)
+
+
+def kubelet_config(home: Path, *, node_ip: str, port: int, healthz_port: int, client_ca: Path,
+                   pod_cidr: str) -> str:
+    """KubeletConfiguration (JSON is YAML): webhook authn/authz against the API server, client
+    certificates from ``client_ca`` (the API server's kubelet client), nothing anonymous."""
+    pki = home / "pki"
+    return json.dumps({
+        "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
+        "address": node_ip, "port": port, "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1", "healthzPort": healthz_port,
+        "tlsCertFile": str(pki / "kubelet.crt"), "tlsPrivateKeyFile": str(pki / "kubelet.key"),
+        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
+                           "x509": {"clientCAFile": str(client_ca)}},
+        "authorization": {"mode": "Webhook"},
+        "cgroupDriver": "cgroupfs", "failCgroupV1": False, "failSwapOn": False,
+        "containerRuntimeEndpoint": f"unix://{socket(home)}",
+        "podCIDR": pod_cidr, "clusterDomain": "cluster.local", "resolvConf": "/etc/resolv.conf",
+        "podLogsDir": str(home / "pod-logs"), "serializeImagePulls": False,
+        "registerNode": True, "protectKernelDefaults": False,
+        "evictionHard": {"memory.available": "200Mi", "nodefs.available": "2%", "imagefs.available": "2%"},
+        "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
+    }, indent=2)
+
+
+def socket(home: Path) -> Path:
+    return home / "containerd" / "containerd.sock"
+
+
+def ctr(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """containerd's own client on this node's socket, in kubelet's ``k8s.io`` namespace."""
+    return subprocess.run(["ctr", "--address", str(socket(home)), "-n", "k8s.io", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def containerd_service(home: Path) -> Service:
+    def healthy() -> bool:
+        return socket(home).exists() and ctr(home, "version", timeout=5).returncode == 0
+
+    return Service(name="containerd", argv=["containerd", "--config", str(home / "containerd.toml")],
+                   log=home / "containerd.log", pid_file=home / "containerd.pid", ports=[], healthy=healthy)
+
+
+def kubelet_service(home: Path, kubelet: Path, kubeconfig: Path, *, node_ip: str, healthz_port: int,
+                    prepare: Callable[[], None]) -> Service:
+    def healthy() -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{healthz_port}/healthz", timeout=2) as r:
+            return r.status == 200
+
+    def before() -> None:
+        prepare()
+        return None
+
+    return Service(
+        name="kubelet", argv=[
+            str(kubelet), f"--config={home / 'kubelet.json'}", f"--kubeconfig={kubeconfig}",
+            f"--hostname-override={NODE_NAME}", f"--node-ip={node_ip}", f"--root-dir={home / 'kubelet'}",
+            f"--cert-dir={home / 'pki'}"],
+        log=home / "kubelet.log", pid_file=home / "kubelet.pid", ports=[healthz_port], healthy=healthy,
+        prepare=before)
+
+
+def import_archive(home: Path, archive: Path) -> None:
+    """Import an OCI archive into containerd's ``k8s.io`` namespace (what kubelet uses)."""
+    done = ctr(home, "images", "import", str(archive))
+    if done.returncode != 0:
+        raise ServiceError(f"containerd could not import {archive}: {done.stderr.strip()[-500:]}",
+                           fix=f"see {home / 'containerd.log'}")
+
+
+def image_ids(home: Path) -> set[str]:
+    return set(ctr(home, "images", "ls", "-q", timeout=30).stdout.split())
+
+
+def stop_pods(home: Path) -> None:
+    """Kill what the node runs: containerd's shims (and so their containers) outlive both
+    kubelet and containerd, and kubelet's volume mounts outlive them all."""
+    sock = str(socket(home))
+    tasks = ctr(home, "tasks", "ls", "-q", timeout=30)
+    for task in tasks.stdout.split() if tasks.returncode == 0 else []:
+        ctr(home, "tasks", "kill", "-a", "-s", "SIGKILL", task, timeout=30)
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"containerd-shim" in (cmd := (proc / "cmdline").read_bytes()) \
+                    and sock.encode() in cmd:
+                subprocess.run(["kill", "-9", proc.name], capture_output=True)
+        except OSError:
+            continue
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for point in sorted((m for m in mounts if m.startswith(str(home))), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)

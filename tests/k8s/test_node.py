@@ -1,0 +1,87 @@
+"""The node (issue 19, stage 2): containerd from Debian with runc and the CNI bridge, and a
+kubelet built from source, registered with the control plane of ``dlpipe k8s up``. dlpipe's
+image (``make image``) is loaded into the node's containerd and runs as a pod in a namespace
+that enforces the ``restricted`` Pod Security Standard; its logs come back through the API
+server, which reaches the kubelet over TLS with a client certificate the kubelet checks."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shutil
+
+import pytest
+
+from dlpipe.core.config import load_config
+from dlpipe.core.process import free_ports
+from dlpipe.localstack.k8s import KUBE_VERSION, ControlPlane, missing_binaries
+from tests.conftest import ROOT
+from tests.helpers import wait_for
+from tests.k8s.test_control_plane import kubectl
+
+pytestmark = pytest.mark.k8s
+IMAGE = "localhost/dlpipe:dev"
+# Kept between runs, so the node's containerd keeps the loaded image (3 minutes to load anew);
+# the cluster itself (etcd) starts empty every run.
+STATE_DIR = ROOT / ".dlpipe" / "test-k8s"
+
+POD = {
+    "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "dlpipe-help", "namespace": "jobs"},
+    "spec": {
+        "restartPolicy": "Never", "automountServiceAccountToken": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{
+            "name": "dlpipe", "image": IMAGE, "imagePullPolicy": "Never",
+            "command": ["sh", "-c", "id -u && dlpipe --help"],
+            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]}},
+        }],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def node() -> ControlPlane:
+    if lacking := missing_binaries():
+        pytest.fail(f"Kubernetes {KUBE_VERSION} is not built ({', '.join(lacking)})\n"
+                    "  fix: scripts/install_k8s.sh  (or: make test-k8s, which runs it)", pytrace=False)
+    keys = ("api_port", "etcd_port", "etcd_peer_port", "controller_manager_port", "scheduler_port",
+            "kubelet_port", "kubelet_healthz_port")
+    cfg = load_config(ROOT / "conf" / "pipeline.yaml", overrides={
+        "stack.state_dir": str(STATE_DIR),
+        **{f"stack.k8s.{key}": port for key, port in zip(keys, free_ports(len(keys)), strict=True)}})
+    plane = ControlPlane.of(cfg)
+    plane.down()  # whatever a killed run left running
+    shutil.rmtree(plane.home / "etcd", ignore_errors=True)
+    try:
+        plane.up(node=True)
+        plane.load(IMAGE)
+        yield plane
+    finally:
+        plane.down()
+
+
+def test_the_node_registers_and_runs_dlpipes_image_as_a_restricted_pod(node):
+    def ready() -> bool:
+        nodes = json.loads(kubectl(node, "get", "nodes", "-o", "json").stdout)["items"]
+        return any(c["type"] == "Ready" and c["status"] == "True"
+                   for n in nodes for c in n["status"]["conditions"])
+
+    wait_for(ready, 120, "the node to be Ready")
+    kubectl(node, "create", "namespace", "jobs")
+    kubectl(node, "label", "namespace", "jobs", "pod-security.kubernetes.io/enforce=restricted")
+    account = ("get", "serviceaccount", "default", "-n", "jobs")
+    wait_for(lambda: kubectl(node, *account, check=False).returncode == 0, 60,
+             "the controller manager to make the namespace's default service account")
+    kubectl(node, "apply", "-f", "-", stdin=json.dumps(POD))
+
+    def finished() -> dict | None:
+        pod = json.loads(kubectl(node, "get", "pod", "dlpipe-help", "-n", "jobs", "-o", "json").stdout)
+        return pod if pod["status"].get("phase") in ("Succeeded", "Failed") else None
+
+    pod = wait_for(finished, 180, "the pod to finish")
+    logs = kubectl(node, "logs", "dlpipe-help", "-n", "jobs").stdout
+    assert pod["status"]["phase"] == "Succeeded", (pod["status"], logs)
+    assert logs.splitlines()[0] == "10001" and "serve" in logs, logs
+    assert ipaddress.ip_address(pod["status"]["podIP"]) in ipaddress.ip_network(node.pod_cidr)

@@ -9,11 +9,12 @@
 #   scripts/image.sh run [podman run args] IMAGE-CMD...   run the image on the host network
 #   scripts/image.sh oci DIR                      write both images as OCI archives into DIR
 #   scripts/image.sh name                         print the image's name
+#   scripts/image.sh prune                        drop old builds' layers (and the layer cache)
 #
 # First build on 2 cores: about 40 s for the base, several minutes for the image (the Python
 # deps come from the host's uv cache, the connector jars from Maven Central). A second build
 # with nothing changed compares two fingerprints and takes about a second; a change to dlpipe/
-# rebuilds from the layer that copies it.
+# rebuilds from the layer that copies it (about 75 s: the venv and jars stay cached).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -136,6 +137,9 @@ case "${1:-build}" in
     buildah push --quiet "$IMAGE" "oci-archive:$dir/dlpipe.oci.tar:$IMAGE"
     ;;
   name) echo "$IMAGE" ;;
-  -h|--help|help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' ;;
-  *) die "unknown command: $1" "scripts/image.sh build | run | oci DIR | name" ;;
+  # Each build with --layers keeps its intermediate images: a day of code changes filled 39 GB
+  # here. Pruning keeps the tagged images; the next build starts without a cache.
+  prune) buildah rmi --prune >/dev/null && say "removed untagged images; $(buildah images -q | wc -l) left" ;;
+  -h|--help|help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" ;;
+  *) die "unknown command: $1" "scripts/image.sh build | run | oci DIR | name | prune" ;;
 esac

@@ -34,11 +34,16 @@ die() { printf 'install_k8s: error: %s\n  fix: %s\n' "$1" "$2" >&2; exit 1; }
 if [ "${1:-}" = "--print" ]; then echo "$BIN"; exit 0; fi
 command -v go >/dev/null || die "go is required to build Kubernetes from source" "install Go >= 1.24"
 
+# A field of `go mod download -json` for k8s.io/kubernetes (GoMod: its go.mod; Dir: its source).
+kube_module() {
+  go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | python3 -c \
+    "import json, sys; print(json.load(sys.stdin)['$1'])"
+}
+
 # The staging modules k8s.io/kubernetes replaces, read from its own go.mod.
 staging_modules() {
   local mod
-  mod=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | python3 -c \
-    'import json, sys; print(json.load(sys.stdin)["GoMod"])')
+  mod=$(kube_module GoMod)
   sed -n 's/^\s*\(k8s\.io\/[a-z0-9-]*\) => \.\/staging.*/\1/p' "$mod"
 }
 
@@ -107,8 +112,7 @@ build_pause() {
   fi
   command -v gcc >/dev/null || die "gcc is needed for the pause binary" "apt-get install -y gcc libc6-dev"
   command -v buildah >/dev/null || die "buildah is needed for the pause image" "make image  (installs it)"
-  src=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | python3 -c \
-    'import json, sys; print(json.load(sys.stdin)["Dir"])')/build/pause/linux/pause.c
+  src=$(kube_module Dir)/build/pause/linux/pause.c
   mkdir -p "$BIN" "$ROOT/images"
   gcc -Os -Wall -Werror -static -DVERSION="v$PAUSE_VERSION-dlpipe" -o "$BIN/pause" "$src"
   ctr=$(buildah from scratch)

@@ -118,10 +118,8 @@ class ControlPlane:
 
     def services(self) -> list[Service]:
         b, pki, host = require_binaries(), self.home / "pki", self.host
-        context = ssl.create_default_context(cafile=str(self.ca)) if self.ca.is_file() else None
-
         def https_ok(port: int, path: str = "/readyz") -> bool:
-            ctx = context or ssl.create_default_context(cafile=str(self.ca))
+            ctx = ssl.create_default_context(cafile=str(self.ca))  # made by prepare() before start
             with urllib.request.urlopen(f"https://{host}:{port}{path}", timeout=2, context=ctx) as r:
                 return r.status == 200
 

@@ -131,17 +131,13 @@ def kubelet_service(home: Path, kubelet: Path, kubeconfig: Path, *, node_ip: str
         with urllib.request.urlopen(f"http://127.0.0.1:{healthz_port}/healthz", timeout=2) as r:
             return r.status == 200
 
-    def before() -> None:
-        prepare()
-        return None
-
     return Service(
         name="kubelet", argv=[
             str(kubelet), f"--config={home / 'kubelet.json'}", f"--kubeconfig={kubeconfig}",
             f"--hostname-override={NODE_NAME}", f"--node-ip={node_ip}", f"--root-dir={home / 'kubelet'}",
             f"--cert-dir={home / 'pki'}"],
         log=home / "kubelet.log", pid_file=home / "kubelet.pid", ports=[healthz_port], healthy=healthy,
-        prepare=before)
+        prepare=prepare)
 
 
 def import_archive(home: Path, archive: Path) -> None:

@@ -15,11 +15,10 @@ import subprocess
 
 import pytest
 
-from dlpipe.core.config import load_config
-from dlpipe.core.process import free_ports
-from dlpipe.localstack.k8s import KUBE_VERSION, ControlPlane, bin_dir, missing_binaries
-from tests.deploy.tools import CHART, ROOT, tool
+from dlpipe.localstack.k8s import KUBE_VERSION, ControlPlane, bin_dir
+from tests.deploy.tools import CHART, tool
 from tests.helpers import wait_for
+from tests.k8s.conftest import cluster
 
 pytestmark = pytest.mark.k8s
 NAMESPACE = "dlpipe"
@@ -27,15 +26,7 @@ NAMESPACE = "dlpipe"
 
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory) -> ControlPlane:
-    if lacking := missing_binaries():
-        pytest.fail(f"Kubernetes {KUBE_VERSION} is not built ({', '.join(lacking)})\n"
-                    "  fix: scripts/install_k8s.sh  (or: make test-k8s, which runs it)", pytrace=False)
-    ports = dict(zip(("api_port", "etcd_port", "etcd_peer_port", "controller_manager_port",
-                      "scheduler_port"), free_ports(5), strict=True))
-    cfg = load_config(ROOT / "conf" / "pipeline.yaml", overrides={
-        "stack.state_dir": str(tmp_path_factory.mktemp("k8s-state")),
-        **{f"stack.k8s.{key}": port for key, port in ports.items()}})
-    plane = ControlPlane.of(cfg)
+    plane = cluster(tmp_path_factory.mktemp("k8s-state"))
     plane.up(node=False)
     yield plane
     plane.down()
@@ -111,14 +102,21 @@ def test_a_restricted_namespace_admits_the_chart_and_refuses_an_unhardened_pod(p
         assert rule in refused.stderr, rule
 
 
-@pytest.mark.xfail(strict=True, reason=(
+SECCOMP_PRUNED = (
     "the Spark operator CRDs reachable here (spark-on-k8s-operator chart 1.1.26, v1beta2) predate "
     "seccompProfile: the API server prunes it from the chart's SparkApplications, so the driver and "
     "executor pods the operator makes would fail restricted admission; the operator's v2 CRDs embed "
-    "the core SecurityContext"))
+    "the core SecurityContext")
+
+
 def test_the_spark_applications_keep_their_seccomp_profile(plane):
-    """Runs after the install above (module order): what the API server stored."""
+    """Runs after the install above (module order): what the API server stored. Everything but
+    the one known gap is asserted; only a pruned seccompProfile is an expected failure."""
     app = json.loads(kubectl(plane, "get", "sparkapplication", "dlpipe-ingest", "-n", NAMESPACE,
                              "-o", "json").stdout)
-    for role in ("driver", "executor"):
-        assert app["spec"][role]["securityContext"].get("seccompProfile") == {"type": "RuntimeDefault"}
+    contexts = {role: app["spec"][role]["securityContext"] for role in ("driver", "executor")}
+    for context in contexts.values():  # the rest of the hardening survives
+        assert context["runAsNonRoot"] is True and context["capabilities"] == {"drop": ["ALL"]}, context
+    if any("seccompProfile" not in context for context in contexts.values()):
+        pytest.xfail(SECCOMP_PRUNED)
+    assert all(c["seccompProfile"] == {"type": "RuntimeDefault"} for c in contexts.values()), contexts

@@ -12,11 +12,10 @@ import shutil
 
 import pytest
 
-from dlpipe.core.config import load_config
-from dlpipe.core.process import free_ports
-from dlpipe.localstack.k8s import KUBE_VERSION, ControlPlane, missing_binaries
+from dlpipe.localstack.k8s import ControlPlane
 from tests.conftest import ROOT
 from tests.helpers import wait_for
+from tests.k8s.conftest import cluster
 from tests.k8s.test_control_plane import kubectl
 
 pytestmark = pytest.mark.k8s
@@ -43,15 +42,7 @@ POD = {
 
 @pytest.fixture(scope="module")
 def node() -> ControlPlane:
-    if lacking := missing_binaries():
-        pytest.fail(f"Kubernetes {KUBE_VERSION} is not built ({', '.join(lacking)})\n"
-                    "  fix: scripts/install_k8s.sh  (or: make test-k8s, which runs it)", pytrace=False)
-    keys = ("api_port", "etcd_port", "etcd_peer_port", "controller_manager_port", "scheduler_port",
-            "kubelet_port", "kubelet_healthz_port")
-    cfg = load_config(ROOT / "conf" / "pipeline.yaml", overrides={
-        "stack.state_dir": str(STATE_DIR),
-        **{f"stack.k8s.{key}": port for key, port in zip(keys, free_ports(len(keys)), strict=True)}})
-    plane = ControlPlane.of(cfg)
+    plane = cluster(STATE_DIR)
     plane.down()  # whatever a killed run left running
     shutil.rmtree(plane.home / "etcd", ignore_errors=True)
     try:

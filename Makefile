@@ -4,10 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup image k8s demo test test-unit test-k8s lint bench notebook stack-up stack-down clean help
+.PHONY: setup image k8s operator-image demo test test-unit test-k8s lint bench notebook stack-up stack-down clean help
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 setup:  ## install the venv, Kafka, MinIO and the Spark jars (idempotent)
 	@scripts/bootstrap.sh
@@ -18,16 +18,19 @@ demo: setup  ## start the local stack and run the pipeline end to end
 image: setup  ## build the dlpipe image without Docker (mmdebstrap base, buildah; idempotent)
 	@scripts/image.sh build
 
-k8s: setup  ## build etcd + Kubernetes from source, and the node's packages (idempotent; first time ~10 min)
+k8s: setup  ## build etcd, Kubernetes, CoreDNS and the Spark operator from source, and the node's packages (idempotent; first time ~15 min)
 	@scripts/install_k8s.sh
 
-test: setup image k8s lint  ## lint, then every test: the real local stack, the image, the Kubernetes node
-	$(PY) -m pytest $(PYTEST_ARGS)
+operator-image: image k8s  ## the Spark operator's image: dlpipe's plus the operator built from source
+	@scripts/image.sh operator
+
+test: setup image k8s operator-image lint  ## lint, then every test: the real local stack, the image, the Kubernetes node
+	$(PY) -m pytest -m "not spark_on_k8s" $(PYTEST_ARGS)
 
 test-unit: setup  ## the tests that need no service (stack down is fine), in under 2 minutes
 	$(PY) -m pytest -m "not integration and not k8s" -n 2 $(PYTEST_ARGS)
 
-test-k8s: setup image k8s  ## only the Kubernetes tests (the chart on its API server, the node)
+test-k8s: setup image k8s operator-image  ## only the Kubernetes tests (the chart, the node, Spark jobs in cluster mode)
 	$(PY) -m pytest -m k8s $(PYTEST_ARGS)
 
 lint: setup  ## ruff, and the import layers (import-linter)

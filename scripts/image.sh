@@ -8,6 +8,9 @@
 #   scripts/image.sh build [buildah build args]   base + image, idempotent (stamped by content)
 #   scripts/image.sh run [podman run args] IMAGE-CMD...   run the image on the host network
 #   scripts/image.sh oci DIR                      write both images as OCI archives into DIR
+#   scripts/image.sh operator                     the Spark operator's image: dlpipe's (its Spark,
+#                                                 Java and tini) plus the operator binary that
+#                                                 scripts/install_k8s.sh builds from source
 #   scripts/image.sh name                         print the image's name
 #   scripts/image.sh prune                        drop old builds' layers (and the layer cache)
 #
@@ -21,6 +24,7 @@ cd "$(dirname "$0")/.."
 DLPIPE_HOME=${DLPIPE_HOME:-$HOME/.cache/dlpipe}
 IMAGE=${DLPIPE_IMAGE:-localhost/dlpipe:dev}
 BASE=localhost/dlpipe-base:bookworm
+OPERATOR_IMAGE=localhost/dlpipe-spark-operator:v2.5.2  # dlpipe.localstack.k8s.SPARK_OPERATOR_IMAGE
 SUITE=bookworm
 MIRROR=${DLPIPE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # What the Dockerfile expects of PYTHON_IMAGE (python3.11 and pip) and what its runtime stage
@@ -121,6 +125,24 @@ build_image() {
   say "built $IMAGE"
 }
 
+# The operator's controller runs spark-submit for every SparkApplication, so its image needs a
+# Spark, a JRE and SPARK_HOME: dlpipe's image has all three (the operator's own Dockerfile starts
+# from apache/spark, which cannot be pulled here). One layer on top: the binary, run under tini.
+build_operator() {
+  local bin want ctr
+  bin=$(scripts/install_k8s.sh --print)/spark-operator
+  [ -x "$bin" ] || die "the Spark operator is not built" "scripts/install_k8s.sh spark-operator  (make k8s)"
+  [ -n "$(label_of "$IMAGE")" ] || die "no $IMAGE to build the operator's image on" "scripts/image.sh build"
+  want=$( (sha256sum "$bin"; label_of "$IMAGE") | sha256sum | cut -c1-16)
+  if [ "$(label_of "$OPERATOR_IMAGE")" = "$want" ]; then say "operator image up to date ($OPERATOR_IMAGE)"; return; fi
+  ctr=$(buildah from --quiet "$IMAGE")
+  buildah copy --quiet --chmod 0755 "$ctr" "$bin" /usr/bin/spark-operator >/dev/null
+  buildah config --entrypoint '["/usr/bin/tini", "-s", "--", "/usr/bin/spark-operator"]' --cmd '[]' \
+    --user 10001:10001 --label "$LABEL=$want" "$ctr"
+  buildah commit --quiet --rm "$ctr" "$OPERATOR_IMAGE" >/dev/null
+  say "built $OPERATOR_IMAGE"
+}
+
 case "${1:-build}" in
   build) shift || true; build_image "$@" ;;
   run)
@@ -136,10 +158,11 @@ case "${1:-build}" in
     buildah push --quiet "$BASE" "oci-archive:$dir/dlpipe-base.oci.tar:$BASE"
     buildah push --quiet "$IMAGE" "oci-archive:$dir/dlpipe.oci.tar:$IMAGE"
     ;;
+  operator) need_tools; build_operator ;;
   name) echo "$IMAGE" ;;
   # Each build with --layers keeps its intermediate images: a day of code changes filled 39 GB
   # here. Pruning keeps the tagged images; the next build starts without a cache.
   prune) buildah rmi --prune >/dev/null && say "removed untagged images; $(buildah images -q | wc -l) left" ;;
   -h|--help|help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" ;;
-  *) die "unknown command: $1" "scripts/image.sh build | run | oci DIR | name | prune" ;;
+  *) die "unknown command: $1" "scripts/image.sh build | run | oci DIR | operator | name | prune" ;;
 esac

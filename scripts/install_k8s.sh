@@ -5,8 +5,10 @@
 # container registry (neither is reachable here).
 #
 #   scripts/install_k8s.sh                 build what is missing (etcd, kube-apiserver, kubectl,
-#                                          kube-controller-manager, kube-scheduler, kubelet, and
-#                                          the pod sandbox image from build/pause, as an OCI archive)
+#                                          kube-controller-manager, kube-scheduler, kubelet,
+#                                          kube-proxy, CoreDNS, and the pod sandbox image from
+#                                          build/pause, as an OCI archive), and the Spark
+#                                          operator from its git repository
 #   scripts/install_k8s.sh NAME...         only these
 #   scripts/install_k8s.sh --print         print the bin folder and exit
 #
@@ -21,12 +23,20 @@ cd "$(dirname "$0")/.."
 DLPIPE_HOME=${DLPIPE_HOME:-$HOME/.cache/dlpipe}
 KUBE_VERSION=v1.34.4
 ETCD_VERSION=v3.6.16
+COREDNS_VERSION=v1.13.1  # the cluster DNS (Spark's executors find the driver by its service name)
+# The Kubeflow Spark operator, built from its source: the Go module proxy refuses the module,
+# so its git repository is cloned (GitHub, or a mirror of it: DLPIPE_SPARK_OPERATOR_GIT, else
+# the tool library's mirror when this machine has one), and the tag is checked against its commit.
+SPARK_OPERATOR_VERSION=v2.5.2
+SPARK_OPERATOR_COMMIT=43afb8bbd32463037d8fb6e414e252c69081882b
+SPARK_OPERATOR_MIRROR=/work/.mirror/kubeflow+spark-operator/repo
 ROOT=$DLPIPE_HOME/k8s/$KUBE_VERSION
 BIN=$ROOT/bin
 SRC=$ROOT/src
 PAUSE_VERSION=3.10.1  # what kubelet v1.34 expects (kubeadm's PauseVersion)
 PAUSE_IMAGE=registry.k8s.io/pause:$PAUSE_VERSION
-ALL=(etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet pause)
+ALL=(etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet kube-proxy coredns pause
+     spark-operator)
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'install_k8s: error: %s\n  fix: %s\n' "$1" "$2" >&2; exit 1; }
@@ -47,11 +57,11 @@ staging_modules() {
   sed -n 's/^\s*\(k8s\.io\/[a-z0-9-]*\) => \.\/staging.*/\1/p' "$mod"
 }
 
-# Two wrapper modules, so that etcd's and Kubernetes' dependency versions never mix.
+# Wrapper modules, one each, so that etcd's, Kubernetes' and CoreDNS' dependency versions never mix.
 wrapper_modules() {
-  [ -f "$SRC/.ready-$KUBE_VERSION-$ETCD_VERSION" ] && return
+  [ -f "$SRC/.ready-$KUBE_VERSION-$ETCD_VERSION-$COREDNS_VERSION" ] && return
   say "preparing the wrapper modules in $SRC"
-  rm -rf "$SRC"; mkdir -p "$SRC/kube" "$SRC/etcd"
+  rm -rf "$SRC"; mkdir -p "$SRC/kube" "$SRC/etcd" "$SRC/coredns"
   local minor=${KUBE_VERSION#v1.}
   {
     printf 'module dlpipe.local/kube\n\ngo 1.24.0\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$KUBE_VERSION"
@@ -73,15 +83,20 @@ import (
 
 func main() { etcdmain.Main(os.Args) }
 EOF
-  touch "$SRC/.ready-$KUBE_VERSION-$ETCD_VERSION"
+  # CoreDNS is a plain module; a wrapper of its own keeps its dependencies apart from the others.
+  printf 'module dlpipe.local/coredns\n\ngo 1.24.0\n\nrequire github.com/coredns/coredns %s\n' \
+    "$COREDNS_VERSION" > "$SRC/coredns/go.mod"
+  touch "$SRC/.ready-$KUBE_VERSION-$ETCD_VERSION-$COREDNS_VERSION"
 }
 
 build() {
-  local name=$1 pkg dir ldflags stamp=$BIN/.$1.stamp
-  if [ -x "$BIN/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$KUBE_VERSION $ETCD_VERSION" ]; then
+  local name=$1 pkg dir ldflags stamp=$BIN/.$1.stamp want="$KUBE_VERSION $ETCD_VERSION"
+  [ "$name" = coredns ] && want=$COREDNS_VERSION
+  if [ -x "$BIN/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
     say "$name up to date ($BIN/$name)"; return
   fi
   case "$name" in
+    coredns) pkg=github.com/coredns/coredns dir=$SRC/coredns ldflags="" ;;
     etcd) pkg=. dir=$SRC/etcd
           ldflags="-X go.etcd.io/etcd/api/v3/version.GitSHA=dlpipe" ;;
     *)    pkg=k8s.io/kubernetes/cmd/$name dir=$SRC/kube
@@ -92,13 +107,15 @@ build() {
           ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
           ldflags+=" -X k8s.io/client-go/pkg/version.gitMajor=$major -X k8s.io/client-go/pkg/version.gitMinor=$minor" ;;
   esac
-  say "building $name $([ "$name" = etcd ] && echo "$ETCD_VERSION" || echo "$KUBE_VERSION") (first time: minutes on 2 cores)"
+  local version=$KUBE_VERSION
+  case "$name" in etcd) version=$ETCD_VERSION ;; coredns) version=$COREDNS_VERSION ;; esac
+  say "building $name $version (first time: minutes on 2 cores)"
   mkdir -p "$BIN"
   local started=$SECONDS
   (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w $ldflags" \
      -o "$BIN/$name.part" "$pkg") || die "go build of $name failed" "see the error above; rerun scripts/install_k8s.sh $name"
   mv "$BIN/$name.part" "$BIN/$name"
-  echo "$KUBE_VERSION $ETCD_VERSION" > "$stamp"
+  echo "$want" > "$stamp"
   say "built $name in $((SECONDS - started)) s"
 }
 
@@ -125,6 +142,34 @@ build_pause() {
   say "built the pause image $PAUSE_IMAGE ($archive)"
 }
 
+# The Spark operator's controller and webhook (one binary, cmd/operator), with its chart and CRDs
+# kept beside it in $ROOT/spark-operator (scripts/image.sh operator puts the binary in an image).
+build_spark_operator() {
+  local stamp=$BIN/.spark-operator.stamp src=$ROOT/spark-operator origin started=$SECONDS
+  if [ -x "$BIN/spark-operator" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$SPARK_OPERATOR_COMMIT" ]; then
+    say "spark-operator up to date ($BIN/spark-operator)"; return
+  fi
+  origin=${DLPIPE_SPARK_OPERATOR_GIT:-https://github.com/kubeflow/spark-operator.git}
+  [ -z "${DLPIPE_SPARK_OPERATOR_GIT:-}" ] && [ -d "$SPARK_OPERATOR_MIRROR" ] && origin=$SPARK_OPERATOR_MIRROR
+  say "building spark-operator $SPARK_OPERATOR_VERSION from $origin (first time: about 4 minutes on 2 cores)"
+  rm -rf "$src"
+  git clone -q "$origin" "$src" \
+    || die "cannot clone the Spark operator from $origin" \
+           "set DLPIPE_SPARK_OPERATOR_GIT to a reachable clone of github.com/kubeflow/spark-operator"
+  git -C "$src" -c advice.detachedHead=false checkout -q "$SPARK_OPERATOR_VERSION"
+  [ "$(git -C "$src" rev-parse HEAD)" = "$SPARK_OPERATOR_COMMIT" ] \
+    || die "$origin's tag $SPARK_OPERATOR_VERSION is not commit $SPARK_OPERATOR_COMMIT" "use an unaltered clone"
+  mkdir -p "$BIN"
+  (cd "$src" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w \
+     -X k8s.io/component-base/version.gitVersion=$SPARK_OPERATOR_VERSION \
+     -X k8s.io/component-base/version.gitCommit=$SPARK_OPERATOR_COMMIT \
+     -X k8s.io/component-base/version.gitTreeState=clean" -o "$BIN/spark-operator.part" ./cmd/operator) \
+    || die "go build of the Spark operator failed" "see the error above; rerun scripts/install_k8s.sh spark-operator"
+  mv "$BIN/spark-operator.part" "$BIN/spark-operator"
+  echo "$SPARK_OPERATOR_COMMIT" > "$stamp"
+  say "built spark-operator in $((SECONDS - started)) s"
+}
+
 # The node's runtime comes from Debian: containerd 1.6, runc, the CNI plugins, iptables.
 node_packages() {
   command -v containerd >/dev/null && command -v runc >/dev/null && [ -x /usr/lib/cni/bridge ] && return
@@ -143,5 +188,9 @@ wrapper_modules
 [ $# -eq 0 ] && node_packages
 for name in "${@:-${ALL[@]}}"; do
   case " ${ALL[*]} " in *" $name "*) ;; *) die "unknown piece $name" "one of: ${ALL[*]}" ;; esac
-  if [ "$name" = pause ]; then build_pause; else build "$name"; fi
+  case "$name" in
+    pause) build_pause ;;
+    spark-operator) build_spark_operator ;;
+    *) build "$name" ;;
+  esac
 done

@@ -2,11 +2,13 @@
 and stopped like the local stack.
 
     scripts/install_k8s.sh          # etcd + Kubernetes v1.34.4 from the Go module proxy, once
-    dlpipe k8s up [--no-node]       # etcd, API server, controller manager, scheduler; containerd + kubelet
+    dlpipe k8s up [--no-node]       # etcd, API server, controller manager, scheduler, CoreDNS;
+                                    # containerd + kubelet + kube-proxy
     dlpipe k8s load [IMAGE]         # an image of the local containers storage into the node
     dlpipe k8s status | kubeconfig | down
 
-The pieces and why they are set up as they are: ``dlpipe.localstack.k8s`` and ``k8s_node``.
+The pieces and why they are set up as they are: ``dlpipe.localstack.k8s``, ``k8s_node`` and
+``k8s_network``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ ACTIONS = {
     "kubeconfig": "print the admin kubeconfig's path (export KUBECONFIG=...)",
     "load": "copy an image of the local containers storage (make image) into the node's containerd",
 }
-NODE = ("containerd", "kubelet")
+NODE = ("containerd", "kubelet", "kube-proxy")
 
 
 def build_parser() -> argparse.ArgumentParser:

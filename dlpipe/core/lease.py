@@ -97,6 +97,13 @@ class Lease:
         try:
             self.etag = self._put(IfNoneMatch="*")
         except self.client.exceptions.ClientError as exc:
+            if error_code(exc) == "AccessDenied":
+                raise DlpipeError(
+                    f"the S3 identity of this job may not write its lease {self.uri}: it may not "
+                    "write the path the lease guards either",
+                    fix="give this job's identity write access to that prefix, or point the job at "
+                        "a path it may write (each dlpipe identity's grants: docs/deploy.md, "
+                        "dlpipe.localstack.identities)") from None
             if error_code(exc) not in REFUSED + CONFLICT:
                 raise
             self._take_over()

@@ -69,6 +69,9 @@ class K8sServiceConfig(_Section):
     pod_cidr: str = "10.88.0.0/24"
     kubelet_port: int = 10250
     kubelet_healthz_port: int = 10248
+    kube_proxy_healthz_port: int = 10256
+    kube_proxy_metrics_port: int = 10249
+    dns_ready_port: int = 18181           # CoreDNS's /ready (it answers DNS on node_ip:53)
 
 
 class StackConfig(_Section):

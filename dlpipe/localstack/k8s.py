@@ -1,6 +1,7 @@
 """A Kubernetes control plane on loopback, from binaries built from source
 (``scripts/install_k8s.sh``): etcd, kube-apiserver, kube-controller-manager and kube-scheduler,
-started and stopped like the local stack (``dlpipe k8s up | down | status``; issue 19, stage 2).
+started and stopped like the local stack (``dlpipe k8s up | down | status``; issue 19, stage 2),
+with CoreDNS and, on the node, kube-proxy (``k8s_network``; stage 3).
 
 Without a node it still gives what no static check does: real admission. The chart installed
 into a namespace that enforces the ``restricted`` Pod Security Standard goes through the API
@@ -8,8 +9,11 @@ server's validation, the CRDs' schemas and, once the controller manager makes a 
 pods, Pod Security admission of each pod.
 
 Everything lives in ``<state_dir>/k8s``: a self-signed serving certificate (also the CA the
-kubeconfigs trust), the service-account signing key, static bearer tokens for the admin and the
-two controllers (the file is 0600), and one kubeconfig each. Nothing listens beyond 127.0.0.1.
+kubeconfigs trust), the service-account signing key, static bearer tokens for the admin, the
+controllers, the node, CoreDNS and kube-proxy (the file is 0600), and one kubeconfig each.
+etcd and the controllers listen on 127.0.0.1; the API server and CoreDNS on the node address
+(``stack.k8s.node_ip``, a second address on ``lo``), because pods reach them there and the
+``kubernetes`` Service may not point at a loopback address. Nothing listens beyond ``lo``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import ssl
 import subprocess
 import urllib.request
@@ -24,15 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlpipe.core.config import Config
-from dlpipe.core.errors import MissingToolError
+from dlpipe.core.errors import MissingToolError, ServiceError
 from dlpipe.core.process import Service
-from dlpipe.localstack import k8s_node
+from dlpipe.localstack import k8s_network, k8s_node
 from dlpipe.localstack.certs import issue, self_signed, signing_key
 from dlpipe.localstack.install import tools_home
 
 KUBE_VERSION = "v1.34.4"  # scripts/install_k8s.sh builds this one
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
+            "kube-proxy", "coredns")
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"  # scripts/install_k8s.sh's PAUSE_IMAGE
+SPARK_OPERATOR_VERSION = "v2.5.2"  # scripts/install_k8s.sh's SPARK_OPERATOR_VERSION
+# scripts/image.sh operator builds it
+SPARK_OPERATOR_IMAGE = f"localhost/dlpipe-spark-operator:{SPARK_OPERATOR_VERSION}"
 SERVICE_CIDR, SERVICE_IP = "10.0.0.0/24", "10.0.0.1"
 API_NAMES = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
              "kubernetes.default.svc.cluster.local")
@@ -40,6 +49,11 @@ API_NAMES = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.defaul
 
 def bin_dir(home: Path | None = None) -> Path:
     return (home or tools_home()) / "k8s" / KUBE_VERSION / "bin"
+
+
+def spark_operator_source(home: Path | None = None) -> Path:
+    """The Spark operator's source tree (its chart and CRDs), kept by scripts/install_k8s.sh."""
+    return bin_dir(home).parent / "spark-operator"
 
 
 def missing_binaries(home: Path | None = None) -> list[str]:
@@ -69,13 +83,17 @@ class ControlPlane:
     pod_cidr: str
     kubelet_port: int
     kubelet_healthz_port: int
+    kube_proxy_healthz_port: int
+    kube_proxy_metrics_port: int
+    dns_ready_port: int
 
     @classmethod
     def of(cls, cfg: Config) -> ControlPlane:
         k = cfg.stack.k8s
         return cls(cfg.stack.state_dir / "k8s", cfg.stack.host, k.etcd_port, k.etcd_peer_port,
                    k.api_port, k.controller_manager_port, k.scheduler_port, k.node_ip, k.pod_cidr,
-                   k.kubelet_port, k.kubelet_healthz_port)
+                   k.kubelet_port, k.kubelet_healthz_port, k.kube_proxy_healthz_port,
+                   k.kube_proxy_metrics_port, k.dns_ready_port)
 
     @property
     def node_home(self) -> Path:
@@ -83,7 +101,7 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://{self.host}:{self.api_port}"
+        return f"https://{self.node_ip}:{self.api_port}"
 
     @property
     def ca(self) -> Path:
@@ -95,8 +113,14 @@ class ControlPlane:
     def prepare(self) -> None:
         """Certificates, keys, tokens and kubeconfigs, made once and kept."""
         pki = self.home / "pki"
+        ips = (self.host, self.node_ip, SERVICE_IP)
+        sans = pki / "apiserver.sans"
+        if self.ca.is_file() and (not sans.is_file() or sans.read_text() != " ".join(ips)):
+            shutil.rmtree(pki)  # made for other addresses: everything it signed goes with it
+            shutil.rmtree(self.node_home / "pki", ignore_errors=True)
         if not self.ca.is_file():
-            self_signed(pki, "apiserver", ips=(self.host, SERVICE_IP), names=API_NAMES, days=365)
+            self_signed(pki, "apiserver", ips=ips, names=API_NAMES, days=365)
+            sans.write_text(" ".join(ips))
         if not (pki / "service-account.key").is_file():
             signing_key(pki / "service-account.key", pki / "service-account.pub")
         if not (pki / "apiserver-kubelet-client.crt").is_file():  # logs and exec through kubelet
@@ -106,7 +130,9 @@ class ControlPlane:
         users = {"admin": ("dlpipe-admin", "system:masters"),
                  "controller-manager": ("system:kube-controller-manager", ""),
                  "scheduler": ("system:kube-scheduler", ""),
-                 "node": (f"system:node:{k8s_node.NODE_NAME}", "system:nodes")}
+                 "node": (f"system:node:{k8s_node.NODE_NAME}", "system:nodes"),
+                 "coredns": (k8s_network.COREDNS_USER, ""),
+                 "kube-proxy": ("system:kube-proxy", "")}  # bound to system:node-proxier by default
         made = json.loads(tokens.read_text()) if tokens.is_file() else {}
         if set(made) != set(users):
             made = {who: made.get(who) or secrets.token_urlsafe(32) for who in users}
@@ -118,9 +144,9 @@ class ControlPlane:
 
     def services(self) -> list[Service]:
         b, pki, host = require_binaries(), self.home / "pki", self.host
-        def https_ok(port: int, path: str = "/readyz") -> bool:
+        def api_ready() -> bool:
             ctx = ssl.create_default_context(cafile=str(self.ca))  # made by prepare() before start
-            with urllib.request.urlopen(f"https://{host}:{port}{path}", timeout=2, context=ctx) as r:
+            with urllib.request.urlopen(f"{self.server}/readyz", timeout=2, context=ctx) as r:
                 return r.status == 200
 
         def insecure_ok(port: int) -> bool:  # the controllers' self-signed serving certs
@@ -147,7 +173,8 @@ class ControlPlane:
         apiserver = Service(
             name="kube-apiserver", argv=[
                 str(b / "kube-apiserver"), f"--etcd-servers=http://{host}:{self.etcd_port}",
-                f"--bind-address={host}", f"--advertise-address={host}", f"--secure-port={self.api_port}",
+                f"--bind-address={self.node_ip}", f"--advertise-address={self.node_ip}",
+                f"--secure-port={self.api_port}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
                 f"--token-auth-file={pki / 'tokens.csv'}", "--authorization-mode=Node,RBAC",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -159,7 +186,7 @@ class ControlPlane:
                 f"--kubelet-certificate-authority={self.ca}", "--kubelet-preferred-address-types=InternalIP",
                 f"--cert-dir={self.home / 'apiserver'}"],
             log=self.home / "kube-apiserver.log", pid_file=self.home / "kube-apiserver.pid",
-            ports=[self.api_port], healthy=lambda: https_ok(self.api_port), host=host)
+            ports=[self.api_port], healthy=api_ready, host=self.node_ip)
         def controller(name: str, who: str, port: int, *flags: str) -> Service:
             """A controller that reaches the API server as ``who`` and serves /healthz."""
             kubeconfig = self.kubeconfig(who)
@@ -176,7 +203,24 @@ class ControlPlane:
             f"--service-account-private-key-file={pki / 'service-account.key'}", f"--root-ca-file={self.ca}",
             "--use-service-account-credentials=true", f"--service-cluster-ip-range={SERVICE_CIDR}")
         scheduler = controller("kube-scheduler", "scheduler", self.scheduler_port)
-        return [etcd, apiserver, controller_manager, scheduler]
+
+        def prepare_coredns() -> None:
+            (self.home / "Corefile").write_text(k8s_network.corefile(
+                node_ip=self.node_ip, ready_port=self.dns_ready_port, kubeconfig=self.kubeconfig("coredns")))
+            self.kubectl("apply", "-f", "-", stdin=json.dumps(k8s_network.COREDNS_RBAC))
+
+        coredns = k8s_network.coredns_service(self.home, b / "coredns", node_ip=self.node_ip,
+                                              ready_port=self.dns_ready_port, prepare=prepare_coredns)
+        return [etcd, apiserver, controller_manager, scheduler, coredns]
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        """kubectl as the admin; a failure names the command and kubectl's error."""
+        done = subprocess.run([str(bin_dir() / "kubectl"), f"--kubeconfig={self.kubeconfig()}", *args],
+                              capture_output=True, text=True, input=stdin, timeout=120)
+        if done.returncode != 0:
+            raise ServiceError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()[-500:]}",
+                               fix=f"see {self.home / 'kube-apiserver.log'}")
+        return done.stdout
 
     def node_services(self) -> list[Service]:
         node, b = self.node_home, bin_dir()
@@ -188,36 +232,48 @@ class ControlPlane:
                       common_name=f"system:node:{k8s_node.NODE_NAME}", ips=(self.node_ip,))
             (node / "kubelet.json").write_text(k8s_node.kubelet_config(
                 node, node_ip=self.node_ip, port=self.kubelet_port, healthz_port=self.kubelet_healthz_port,
-                client_ca=self.ca, pod_cidr=self.pod_cidr))
+                client_ca=self.ca, pod_cidr=self.pod_cidr, cluster_dns=self.node_ip))
+
+        def prepare_kube_proxy() -> None:
+            (node / "kube-proxy.json").write_text(k8s_network.kube_proxy_config(
+                kubeconfig=self.kubeconfig("kube-proxy"), pod_cidr=self.pod_cidr,
+                node_name=k8s_node.NODE_NAME, healthz_port=self.kube_proxy_healthz_port,
+                metrics_port=self.kube_proxy_metrics_port))
 
         return [k8s_node.containerd_service(node),
                 k8s_node.kubelet_service(node, b / "kubelet", self.kubeconfig("node"), node_ip=self.node_ip,
-                                         healthz_port=self.kubelet_healthz_port, prepare=prepare_kubelet)]
+                                         healthz_port=self.kubelet_healthz_port, prepare=prepare_kubelet),
+                k8s_network.kube_proxy_service(node, b / "kube-proxy", prepare=prepare_kube_proxy,
+                                               healthz_port=self.kube_proxy_healthz_port)]
 
     def up(self, *, node: bool = True, timeout_s: float = 120) -> list[str]:
         """Start what is not running (etcd first, the node last); returns what this call
         started. With ``node``, the pause image is imported into containerd too."""
         self.home.mkdir(parents=True, exist_ok=True)
         os.chmod(self.home, 0o700)
+        k8s_node.ensure_address(self.node_ip)  # the API server and CoreDNS listen there
         self.prepare()
         started = [s.name for s in self.services() if s.start(timeout_s)]
         if node:
             k8s_node.require_node_tools()
-            k8s_node.ensure_address(self.node_ip)
             (self.node_home / "cni").mkdir(parents=True, exist_ok=True)
             (self.node_home / "cni" / "10-dlpipe.conflist").write_text(k8s_node.cni_config(self.pod_cidr))
             (self.node_home / "containerd.toml").write_text(
                 k8s_node.containerd_config(self.node_home, PAUSE_IMAGE))
-            containerd, kubelet = self.node_services()
+            containerd, kubelet, kube_proxy = self.node_services()
             started += ["containerd"] if containerd.start(timeout_s) else []
             if PAUSE_IMAGE not in k8s_node.image_ids(self.node_home):
                 k8s_node.import_archive(self.node_home, bin_dir().parent / "images" / "pause.oci.tar")
             started += ["kubelet"] if kubelet.start(timeout_s) else []
+            started += ["kube-proxy"] if kube_proxy.start(timeout_s) else []
         return started
 
     def down(self, timeout_s: float = 20) -> list[str]:
-        containerd, kubelet = self.node_services()
-        stopped = ["kubelet"] if kubelet.stop(timeout_s) else []
+        containerd, kubelet, kube_proxy = self.node_services()
+        stopped = ["kube-proxy"] if kube_proxy.stop(timeout_s) else []
+        if stopped:
+            k8s_network.cleanup_rules(bin_dir() / "kube-proxy")
+        stopped += ["kubelet"] if kubelet.stop(timeout_s) else []
         if containerd.pid() is not None:
             k8s_node.stop_pods(self.node_home)
         stopped += ["containerd"] if containerd.stop(timeout_s) else []

@@ -85,7 +85,7 @@ def cni_config(pod_cidr: str) -> str:
 
 
 def kubelet_config(home: Path, *, node_ip: str, port: int, healthz_port: int, client_ca: Path,
-                   pod_cidr: str) -> str:
+                   pod_cidr: str, cluster_dns: str) -> str:
     """KubeletConfiguration (JSON is YAML): webhook authn/authz against the API server, client
     certificates from ``client_ca`` (the API server's kubelet client), nothing anonymous."""
     pki = home / "pki"
@@ -99,7 +99,8 @@ def kubelet_config(home: Path, *, node_ip: str, port: int, healthz_port: int, cl
         "authorization": {"mode": "Webhook"},
         "cgroupDriver": "cgroupfs", "failCgroupV1": False, "failSwapOn": False,
         "containerRuntimeEndpoint": f"unix://{socket(home)}",
-        "podCIDR": pod_cidr, "clusterDomain": "cluster.local", "resolvConf": "/etc/resolv.conf",
+        "podCIDR": pod_cidr, "clusterDomain": "cluster.local", "clusterDNS": [cluster_dns],
+        "resolvConf": "/etc/resolv.conf",
         "podLogsDir": str(home / "pod-logs"), "serializeImagePulls": False,
         "registerNode": True, "protectKernelDefaults": False,
         "evictionHard": {"memory.available": "200Mi", "nodefs.available": "2%", "imagefs.available": "2%"},

@@ -296,3 +296,16 @@ def test_each_workload_can_take_its_own_s3_identity() -> None:
                     + [r["name"] for r in container.get("envSecretKeyRefs", {}).values()])
             seen.setdefault(component, set()).update(refs)
     assert seen == {**{c: {s} for c, s in own.items()}, "maintain": {"dlpipe-s3"}}, seen
+
+
+def test_the_spark_submit_pod_template_matches_the_charts_spark_pods(rendered: dict[str, Objects]) -> None:
+    """helm/dlpipe/files/spark-pod-template.yaml (plain spark-submit on Kubernetes) carries
+    the hardening the chart gives the operator's driver and executor pods, and its /tmp."""
+    template = yaml.safe_load((CHART / "files" / "spark-pod-template.yaml").read_text())
+    (container,) = template["spec"]["containers"]
+    app = _spark_spec(_one(rendered["default"], "SparkApplication", "dlpipe-ingest"))
+    for role in ("driver", "executor"):
+        assert template["spec"]["securityContext"] == app[role]["podSecurityContext"], role
+        assert container["securityContext"] == app[role]["securityContext"], role
+        assert container["volumeMounts"] == app[role]["volumeMounts"], role
+    assert template["spec"]["volumes"] == app["volumes"]

@@ -110,3 +110,16 @@ def test_dlpipe_serve_runs_as_the_serving_identity_from_stack_env(cfg, test_env,
         answer = httpx.post(f"{running.url}/v1/models/{name}:predict", json=BODY, timeout=30)
         assert answer.status_code == 200 and answer.json()["predictions"][0]["class_name"] == "identity"
     assert env[cfg.s3.secret_key_env] not in (tmp_path / "serve.log").read_text()
+
+
+def test_a_job_outside_its_grant_is_told_so_not_given_a_traceback(stack, cfg):
+    """Found running ingest on Kubernetes under the ingest identity with a checkpoint outside
+    its grant: botocore's AccessDenied surfaced as a traceback from the lease."""
+    from dlpipe.core.errors import DlpipeError
+    from dlpipe.core.lease import Lease
+
+    lease = Lease(as_component(cfg, "ingest"), cfg.buckets.checkpoints, f"elsewhere-{uuid.uuid4().hex[:6]}",
+                  owner="test")
+    with pytest.raises(DlpipeError, match=r"may not write its lease s3://") as caught:
+        lease.acquire()
+    assert "give this job's identity write access" in caught.value.fix

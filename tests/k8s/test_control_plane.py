@@ -8,14 +8,19 @@ chart's hardening is refused: real admission, which kubeconform cannot give. ``m
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import subprocess
 
 import pytest
 
-from dlpipe.localstack.k8s import KUBE_VERSION, ControlPlane, bin_dir
+from dlpipe.localstack.k8s import (
+    KUBE_VERSION,
+    SPARK_OPERATOR_VERSION,
+    ControlPlane,
+    bin_dir,
+    spark_operator_source,
+)
 from tests.deploy.tools import CHART, tool
 from tests.helpers import wait_for
 from tests.k8s.conftest import cluster
@@ -41,19 +46,24 @@ def kubectl(plane: ControlPlane, *args: str, check: bool = True, stdin: str | No
 
 
 def spark_operator_crds() -> list[str]:
-    """The v1beta2 CRDs install_deploy_tools.sh downloaded (Go module cache)."""
-    cache = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True).stdout.strip()
-    found = sorted(glob.glob(f"{cache}/github.com/!google!cloud!platform/spark-on-k8s-operator@*/"
-                             "manifest/crds/sparkoperator.k8s.io_*.yaml"))
-    assert len(found) >= 2, ("the spark-operator CRDs are not downloaded\n"
-                             "  fix: scripts/install_deploy_tools.sh")
-    return found[-2:]
+    """The CRDs of the Spark operator built from source (scripts/install_k8s.sh spark-operator):
+    v1beta2 as the chart writes it, with the core SecurityContext (seccompProfile) embedded."""
+    found = sorted(str(p) for p in (spark_operator_source() / "config" / "crd" / "bases").glob(
+        "sparkoperator.k8s.io_*sparkapplications.yaml"))
+    if len(found) != 2:
+        pytest.fail(f"the Spark operator {SPARK_OPERATOR_VERSION} source is not in "
+                    f"{spark_operator_source()}\n  fix: scripts/install_k8s.sh spark-operator  (make k8s)",
+                    pytrace=False)
+    return found
 
 
 def test_the_control_plane_is_the_pinned_release_on_loopback_only(plane):
     version = json.loads(kubectl(plane, "version", "-o", "json").stdout)["serverVersion"]
     assert version["gitVersion"] == KUBE_VERSION
-    assert plane.server.startswith("https://127.0.0.1:")
+    # The API server on the node address, which lives on lo: nothing beyond this machine.
+    assert plane.server.startswith(f"https://{plane.node_ip}:")
+    lo = subprocess.run(["ip", "-4", "addr", "show", "dev", "lo"], capture_output=True, text=True).stdout
+    assert f" {plane.node_ip}/" in lo, lo
     tokens = plane.home / "pki" / "tokens.csv"
     assert oct(tokens.stat().st_mode & 0o777) == "0o600"
     assert oct(plane.kubeconfig().stat().st_mode & 0o777) == "0o600"
@@ -102,21 +112,14 @@ def test_a_restricted_namespace_admits_the_chart_and_refuses_an_unhardened_pod(p
         assert rule in refused.stderr, rule
 
 
-SECCOMP_PRUNED = (
-    "the Spark operator CRDs reachable here (spark-on-k8s-operator chart 1.1.26, v1beta2) predate "
-    "seccompProfile: the API server prunes it from the chart's SparkApplications, so the driver and "
-    "executor pods the operator makes would fail restricted admission; the operator's v2 CRDs embed "
-    "the core SecurityContext")
-
-
 def test_the_spark_applications_keep_their_seccomp_profile(plane):
-    """Runs after the install above (module order): what the API server stored. Everything but
-    the one known gap is asserted; only a pruned seccompProfile is an expected failure."""
+    """Runs after the install above (module order): what the API server stored. The operator
+    v1beta2 CRDs of chart 1.1.26 pruned seccompProfile, so the operator's pods would have failed
+    restricted admission; the v2 operator's CRDs keep it."""
     app = json.loads(kubectl(plane, "get", "sparkapplication", "dlpipe-ingest", "-n", NAMESPACE,
                              "-o", "json").stdout)
-    contexts = {role: app["spec"][role]["securityContext"] for role in ("driver", "executor")}
-    for context in contexts.values():  # the rest of the hardening survives
+    for role in ("driver", "executor"):
+        context = app["spec"][role]["securityContext"]
         assert context["runAsNonRoot"] is True and context["capabilities"] == {"drop": ["ALL"]}, context
-    if any("seccompProfile" not in context for context in contexts.values()):
-        pytest.xfail(SECCOMP_PRUNED)
-    assert all(c["seccompProfile"] == {"type": "RuntimeDefault"} for c in contexts.values()), contexts
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}, context
+        assert app["spec"][role]["podSecurityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}

@@ -8,22 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import shutil
 
 import pytest
 
-from dlpipe.localstack.k8s import ControlPlane
-from tests.conftest import ROOT
 from tests.helpers import wait_for
-from tests.k8s.conftest import cluster
+from tests.k8s.conftest import IMAGE
 from tests.k8s.test_control_plane import kubectl
 
 pytestmark = pytest.mark.k8s
-IMAGE = "localhost/dlpipe:dev"
-# Kept between runs, so the node's containerd keeps the loaded image (3 minutes to load anew);
-# the cluster itself (etcd) starts empty every run.
-STATE_DIR = ROOT / ".dlpipe" / "test-k8s"
-
 POD = {
     "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "dlpipe-help", "namespace": "jobs"},
     "spec": {
@@ -38,19 +30,6 @@ POD = {
         }],
     },
 }
-
-
-@pytest.fixture(scope="module")
-def node() -> ControlPlane:
-    plane = cluster(STATE_DIR)
-    plane.down()  # whatever a killed run left running
-    shutil.rmtree(plane.home / "etcd", ignore_errors=True)
-    try:
-        plane.up(node=True)
-        plane.load(IMAGE)
-        yield plane
-    finally:
-        plane.down()
 
 
 def test_the_node_registers_and_runs_dlpipes_image_as_a_restricted_pod(node):

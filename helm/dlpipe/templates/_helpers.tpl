@@ -140,11 +140,16 @@ HOME: "/tmp"
 {{/*
 Fields shared by every driver and executor: `include "dlpipe.sparkPod" (dict "ctx" $ "component"
 "ingest" "role" "driver" "pod" .Values.ingest.driver "nodeSelector" ... "tolerations" ...)`.
-The operator turns cores/coreLimit/memory(+overhead) into the pod's requests and limits.
+The operator turns cores (or coreRequest)/coreLimit/memory(+overhead) into the pod's requests
+and limits.
 */}}
 {{- define "dlpipe.sparkPod" -}}
 {{- $ctx := .ctx -}}
 cores: {{ .pod.cores }}
+{{- with .pod.coreRequest }}
+{{- /* a fraction of a core (Spark's cores stay whole): small nodes, several apps at once */}}
+coreRequest: {{ . | quote }}
+{{- end }}
 coreLimit: {{ .pod.coreLimit | quote }}
 memory: {{ .pod.memory | quote }}
 {{- with .pod.memoryOverhead }}

@@ -1,0 +1,145 @@
+"""The chart on the local Kubernetes with the Spark operator built from source (issue 19,
+stage 4): the operator's own chart (``helm`` from its source tree) runs its controller and
+webhook in dlpipe's operator image (``scripts/image.sh operator``); dlpipe's chart, installed in
+a namespace that enforces the ``restricted`` Pod Security Standard, has the operator submit the
+streaming ingest ``SparkApplication``, whose driver and executor pods the webhook hardens and
+Pod Security admission lets in, and which ingests what the producer sends exactly once; and the
+serving Deployment (the ``dlpipe serve`` backend: no ``tensorflow/serving`` image can be pulled
+here) becomes Ready and answers a prediction through its Service's cluster IP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+
+import httpx
+import pytest
+import yaml
+
+from dlpipe.core.config import Config
+from dlpipe.localstack.k8s import SPARK_OPERATOR_IMAGE, ControlPlane, spark_operator_source
+from tests.deploy.tools import CHART, tool
+from tests.helpers import assert_exactly_once, send, wait_for
+from tests.integration.test_serve_faults import BODY, publish_probe
+from tests.k8s.conftest import IMAGE, component_secrets, restricted_namespace
+
+pytestmark = pytest.mark.k8s
+NAMESPACE, OPERATOR_NAMESPACE = "apps", "spark-operator"
+# The chart's own layout (helm/dlpipe/templates/_helpers.tpl), so the identities' grants fit it.
+CHART_LAYOUT = {"ingest.checkpoint": "s3a://dlpipe-checkpoints/ingest/raw-images",
+                "tables.clean": "s3a://dlpipe-lake/tables/clean_images",
+                "tables.quarantine": "s3a://dlpipe-lake/tables/quarantine",
+                "tables.ingest_batches": "s3a://dlpipe-lake/tables/ingest_batches"}
+
+
+@pytest.fixture(scope="module")
+def pod_stack_overrides() -> dict[str, str]:
+    return CHART_LAYOUT
+
+
+def helm(node: ControlPlane, tmp_path, *args: str, timeout: float = 600) -> str:
+    done = subprocess.run([str(tool("helm")), *args, "--kubeconfig", str(node.kubeconfig())],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "HELM_CACHE_HOME": str(tmp_path / "c"),
+                               "HELM_CONFIG_HOME": str(tmp_path / "h")})
+    assert done.returncode == 0, f"helm {' '.join(args[:3])}: {done.stderr[-4000:]}"
+    return done.stdout
+
+
+def available(node: ControlPlane, namespace: str, deployment: str) -> bool:
+    got = json.loads(node.kubectl("get", "deployment", deployment, "-n", namespace, "-o", "json"))
+    conditions = got["status"].get("conditions", [])
+    return any(c["type"] == "Available" and c["status"] == "True" for c in conditions)
+
+
+@pytest.fixture(scope="module")
+def operator(node: ControlPlane, tmp_path_factory) -> str:
+    """The Spark operator's chart, from its source, watching NAMESPACE (made here: the
+    operator's chart puts objects of its own into the namespaces it watches)."""
+    restricted_namespace(node, NAMESPACE)
+    node.load(SPARK_OPERATOR_IMAGE)
+    source = spark_operator_source()
+    for crd in sorted((source / "config" / "crd" / "bases").glob("*.yaml")):
+        node.kubectl("apply", "--server-side", "-f", str(crd))
+    registry, _, rest = SPARK_OPERATOR_IMAGE.partition("/")
+    repository, _, tag = rest.partition(":")
+    helm(node, tmp_path_factory.mktemp("helm"), "install", "spark-operator",
+         str(source / "charts" / "spark-operator-chart"), "-n", OPERATOR_NAMESPACE, "--create-namespace",
+         "--skip-crds", "--set", f"image.registry={registry}", "--set", f"image.repository={repository}",
+         "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
+         "--set", f"spark.jobNamespaces={{{NAMESPACE}}}", "--set", "spark.serviceAccount.create=false",
+         "--set", "spark.rbac.create=false", "--set", "prometheus.metrics.enable=false",
+         "--set", "controller.uiService.enable=false")
+    for deployment in ("spark-operator-controller", "spark-operator-webhook"):
+        wait_for(lambda d=deployment: available(node, OPERATOR_NAMESPACE, d), 300, f"{deployment} available")
+    return OPERATOR_NAMESPACE
+
+
+@pytest.fixture(scope="module")
+def release(node: ControlPlane, pod_stack: Config, operator: str, tmp_path_factory) -> dict:
+    """dlpipe's chart in the restricted namespace, pointed at the node-address stack."""
+    component_secrets(node, pod_stack, NAMESPACE, ("ingest", "serve"))
+    model = f"probe-k8s-{uuid.uuid4().hex[:6]}"
+    tmp = tmp_path_factory.mktemp("release")
+    assert publish_probe(pod_stack, model, "k8s", tmp) == 1
+    repository, _, tag = IMAGE.partition(":")
+    small = {"cores": 1, "coreRequest": "250m", "coreLimit": "1", "memory": "1g"}
+    values = {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "s3": {"endpoint": pod_stack.s3_endpoint, "existingSecret": "dlpipe-s3-ingest",
+               "componentSecrets": {"ingest": "dlpipe-s3-ingest", "serving": "dlpipe-s3-serve"}},
+        "kafka": {"bootstrapServers": pod_stack.kafka_bootstrap_servers,
+                  "rawTopic": pod_stack.kafka.topics["raw"].name},
+        "model": {"name": model},
+        "ingest": {"driver": small, "executor": {**small, "instances": 1}},
+        "retrain": {"enabled": False}, "score": {"enabled": False}, "maintain": {"enabled": False},
+        "serving": {"replicaCount": 1, "tfServing": {"enabled": False}},
+    }
+    (tmp / "values.yaml").write_text(yaml.safe_dump(values))
+    helm(node, tmp, "install", "dlpipe", str(CHART), "-n", NAMESPACE, "-f", str(tmp / "values.yaml"))
+    return {"model": model, "values": values}
+
+
+def app_state(node: ControlPlane, name: str) -> str:
+    app = json.loads(node.kubectl("get", "sparkapplication", name, "-n", NAMESPACE, "-o", "json"))
+    return app.get("status", {}).get("applicationState", {}).get("state", "")
+
+
+@pytest.mark.spark_on_k8s  # minutes: make test-k8s runs it, make test does not
+def test_the_operator_runs_the_charts_streaming_ingest_exactly_once(node, pod_stack, release, tmp_path):
+    def running() -> bool:
+        state = app_state(node, "dlpipe-ingest")
+        assert state not in ("FAILED", "SUBMISSION_FAILED"), node.kubectl(
+            "get", "sparkapplication", "dlpipe-ingest", "-n", NAMESPACE, "-o", "yaml")
+        return state == "RUNNING"
+
+    wait_for(running, 300, "the ingest SparkApplication to be RUNNING")
+    sent = send(pod_stack, tmp_path / "sent.jsonl", count=120, bad_fraction=0.05)
+
+    last: list[BaseException] = []
+
+    def ingested() -> bool:
+        try:
+            assert_exactly_once(pod_stack, sent)
+            return True
+        except Exception as exc:  # no table yet, or not every batch written yet
+            last[:] = [exc]
+            return False
+
+    wait_for(ingested, 300, f"the streaming ingest to hold every record exactly once ({last})", every_s=5)
+    driver = json.loads(node.kubectl("get", "pod", "dlpipe-ingest-driver", "-n", NAMESPACE, "-o", "json"))
+    context = driver["spec"]["containers"][0]["securityContext"]
+    assert context["runAsNonRoot"] is True and context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert driver["spec"]["serviceAccountName"] == "dlpipe-spark"
+
+
+def test_the_serving_deployment_answers_through_its_service(node, release):
+    wait_for(lambda: available(node, NAMESPACE, "dlpipe-serving"), 300, "the serving Deployment")
+    service = json.loads(node.kubectl("get", "service", "dlpipe-serving", "-n", NAMESPACE, "-o", "json"))
+    port = next(p["port"] for p in service["spec"]["ports"] if p["name"] in ("http", "rest"))
+    url = f"http://{service['spec']['clusterIP']}:{port}/v1/models/{release['model']}:predict"
+    answer = httpx.post(url, json=BODY, timeout=60)  # the cluster IP, through kube-proxy
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"][0]["class_name"] == "k8s"

@@ -1,0 +1,66 @@
+"""What ``dlpipe k8s up`` writes before it starts anything: the cluster DNS and kube-proxy
+configs (issue 19, stage 3) and the API server certificate for the node address."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from dlpipe.core.config import load_config
+from dlpipe.localstack import k8s_network, k8s_node
+from dlpipe.localstack.k8s import SERVICE_IP, ControlPlane
+from tests.conftest import ROOT
+
+
+def plane(tmp_path, **changes) -> ControlPlane:
+    cfg = load_config(ROOT / "conf" / "pipeline.yaml", overrides={"stack.state_dir": str(tmp_path)})
+    return replace(ControlPlane.of(cfg), **changes)
+
+
+def cert_ips(path) -> set[str]:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {str(ip) for ip in names.get_values_for_type(x509.IPAddress)}
+
+
+def test_coredns_answers_on_the_node_address_and_reports_ready_on_loopback(tmp_path):
+    text = k8s_network.corefile(node_ip="10.98.0.7", ready_port=18181, kubeconfig=tmp_path / "dns.kubeconfig")
+    assert "bind 10.98.0.7" in text and "ready 127.0.0.1:18181" in text
+    assert f"kubeconfig {tmp_path / 'dns.kubeconfig'} dlpipe" in text
+    assert "forward . /etc/resolv.conf" in text  # other names: the host's resolver
+    rules = k8s_network.COREDNS_RBAC["items"][0]["rules"]
+    assert {verb for rule in rules for verb in rule["verbs"]} == {"list", "watch"}  # read only
+
+
+def test_kube_proxy_leaves_the_kernels_settings_alone(tmp_path):
+    conf = json.loads(k8s_network.kube_proxy_config(
+        kubeconfig=tmp_path / "kp", pod_cidr="10.88.0.0/24", node_name="n", healthz_port=1, metrics_port=2))
+    assert conf["mode"] == "iptables" and conf["clusterCIDR"] == "10.88.0.0/24"
+    assert conf["conntrack"]["maxPerCore"] == 0 and conf["conntrack"]["tcpEstablishedTimeout"] == "0s"
+    assert conf["iptables"]["localhostNodePorts"] is False  # no route_localnet sysctl
+    assert conf["healthzBindAddress"].startswith("127.0.0.1:")
+
+
+def test_pods_resolve_through_the_cluster_dns_on_the_node_address(tmp_path):
+    conf = json.loads(k8s_node.kubelet_config(tmp_path, node_ip="10.98.0.7", port=1, healthz_port=2,
+                                              client_ca=tmp_path / "ca", pod_cidr="10.88.0.0/24",
+                                              cluster_dns="10.98.0.7"))
+    assert conf["clusterDNS"] == ["10.98.0.7"] and conf["clusterDomain"] == "cluster.local"
+
+
+def test_the_api_server_certificate_follows_the_node_address(tmp_path):
+    first = plane(tmp_path, node_ip="10.98.0.7")
+    first.prepare()
+    assert {"127.0.0.1", "10.98.0.7", SERVICE_IP} <= cert_ips(first.ca)
+    assert first.server == f"https://10.98.0.7:{first.api_port}"
+    tokens = json.loads((first.home / "pki" / "tokens.json").read_text())
+    assert {"coredns", "kube-proxy"} <= set(tokens)
+    first.prepare()  # unchanged: kept
+    assert json.loads((first.home / "pki" / "tokens.json").read_text()) == tokens
+
+    moved = replace(first, node_ip="10.98.0.8")
+    moved.prepare()  # remade for the new address, with everything it signed
+    assert "10.98.0.8" in cert_ips(moved.ca) and "10.98.0.7" not in cert_ips(moved.ca)
+    assert json.loads(moved.kubeconfig().read_text())["clusters"][0]["cluster"]["server"] == moved.server

@@ -16,6 +16,7 @@ import numpy as np
 
 from dlpipe.contract.signatures import BYTES_SIGNATURE
 from dlpipe.core.config import Config
+from dlpipe.core.errors import DlpipeError
 
 # Loaded models of this process, by (store, model, version): a version never changes once
 # published, so a Python worker that scores the same version again (a notebook re-running
@@ -42,7 +43,13 @@ def load_predict_fn(cfg: Config, *, model: str, version: int, threads: int = 0
             pass
     path = download_version(s3_client(cfg), cfg.buckets.models, model, version,
                             Path(cfg.serving.model_dir).expanduser())
-    signature = tf.saved_model.load(str(path)).signatures[BYTES_SIGNATURE]
+    signatures = tf.saved_model.load(str(path)).signatures
+    if BYTES_SIGNATURE not in signatures:
+        raise DlpipeError(
+            f"model {model} v{version} has no {BYTES_SIGNATURE!r} signature (it has "
+            f"{', '.join(sorted(signatures)) or 'none'}): batch scoring needs a model that "
+            "`dlpipe train` exported", fix="promote a version that dlpipe trained (dlpipe models list)")
+    signature = signatures[BYTES_SIGNATURE]
 
     def predict(images: np.ndarray) -> dict[str, np.ndarray]:
         out = signature(image_bytes=tf.constant(list(images), tf.string))

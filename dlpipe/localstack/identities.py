@@ -36,7 +36,7 @@ from dlpipe.core.errors import ConfigError, ServiceError
 from dlpipe.core.s3 import split_uri
 
 IDENTITIES_FILE = "identities.json"
-COMPONENTS = ("ingest", "export", "train", "serve", "score")  # the keys of grants()
+COMPONENTS = ("ingest", "export", "train", "retrain", "serve", "score")  # the keys of grants()
 READ = ["s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"]
 WRITE = [*READ, "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
          "s3:ListMultipartUploadParts", "s3:ListBucketMultipartUploads"]
@@ -63,6 +63,8 @@ def grants(cfg: Config) -> dict[str, Grant]:
         "ingest": Grant(reads=(), writes=(b.lake, _place(cfg.ingest.checkpoint))),
         "export": Grant(reads=(b.lake,), writes=(b.datasets,)),
         "train": Grant(reads=(b.datasets,), writes=(b.checkpoints, b.models)),
+        # export then train in one job: the Helm chart's scheduled `retrain` workload
+        "retrain": Grant(reads=(b.lake,), writes=(b.datasets, b.checkpoints, b.models)),
         "serve": Grant(reads=(b.models,), writes=()),
         "score": Grant(reads=(b.lake, b.models), writes=(_place(t.predictions),)),
     }

@@ -26,6 +26,7 @@ WRITES = {
     "ingest": {"clean", "predictions", "ingest_checkpoint"},
     "export": {"datasets"},
     "train": {"checkpoints", "ingest_checkpoint", "models"},
+    "retrain": {"datasets", "checkpoints", "ingest_checkpoint", "models"},
     "serve": set(),
     "score": {"predictions"},
 }
@@ -33,6 +34,7 @@ READS = {
     "ingest": {"clean", "predictions", "ingest_checkpoint", "checkpoints"},
     "export": {"clean", "predictions", "datasets"},
     "train": {"datasets", "checkpoints", "ingest_checkpoint", "models"},
+    "retrain": {"clean", "predictions", "datasets", "checkpoints", "ingest_checkpoint", "models"},
     "serve": {"models"},
     "score": {"clean", "predictions", "models"},
 }

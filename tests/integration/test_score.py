@@ -70,3 +70,19 @@ def test_unknown_model_or_version_is_a_clear_error(spark, served_model):
     with pytest.raises(DlpipeError, match=r"(?s)there is no clean table to score at .*fix: dlpipe ingest"):
         score_job.score(spark, with_overrides(served_model, {
             "tables.clean": f"s3a://{served_model.buckets.lake}/test/no-such-table"}))
+
+
+def test_a_model_without_the_bytes_signature_is_named_not_a_keyerror(cfg, tmp_path):
+    """Found on Kubernetes: scoring a version that `dlpipe train` did not export (no
+    serving_bytes signature) failed in the executors with a bare KeyError."""
+    import uuid
+
+    from dlpipe.core.errors import DlpipeError
+    from models.scoring import load_predict_fn
+    from tests.integration.test_serve_faults import publish_probe
+
+    model = f"probe-score-{uuid.uuid4().hex[:6]}"
+    version = publish_probe(cfg, model, "score", tmp_path)
+    with pytest.raises(DlpipeError, match=r"has no 'serving_bytes' signature \(it has serving_default\)"):
+        load_predict_fn(with_overrides(cfg, {"serving.model_dir": str(tmp_path / "models")}),
+                        model=model, version=version, threads=1)

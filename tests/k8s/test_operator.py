@@ -19,9 +19,13 @@ import pytest
 import yaml
 
 from dlpipe.core.config import Config
+from dlpipe.core.errors import ServiceError
+from dlpipe.core.s3 import s3_client
 from dlpipe.localstack.k8s import SPARK_OPERATOR_IMAGE, ControlPlane, spark_operator_source
+from dlpipe.registry.release import promote
+from dlpipe.registry.store import complete_versions
 from tests.deploy.tools import CHART, tool
-from tests.helpers import assert_exactly_once, send, wait_for
+from tests.helpers import assert_exactly_once, read_delta_with_delta_rs, send, wait_for
 from tests.integration.test_serve_faults import BODY, publish_probe
 from tests.k8s.conftest import IMAGE, component_secrets, restricted_namespace
 
@@ -31,7 +35,8 @@ NAMESPACE, OPERATOR_NAMESPACE = "apps", "spark-operator"
 CHART_LAYOUT = {"ingest.checkpoint": "s3a://dlpipe-checkpoints/ingest/raw-images",
                 "tables.clean": "s3a://dlpipe-lake/tables/clean_images",
                 "tables.quarantine": "s3a://dlpipe-lake/tables/quarantine",
-                "tables.ingest_batches": "s3a://dlpipe-lake/tables/ingest_batches"}
+                "tables.ingest_batches": "s3a://dlpipe-lake/tables/ingest_batches",
+                "tables.predictions": "s3a://dlpipe-lake/tables/predictions"}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +85,7 @@ def operator(node: ControlPlane, tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def release(node: ControlPlane, pod_stack: Config, operator: str, tmp_path_factory) -> dict:
     """dlpipe's chart in the restricted namespace, pointed at the node-address stack."""
-    component_secrets(node, pod_stack, NAMESPACE, ("ingest", "serve"))
+    component_secrets(node, pod_stack, NAMESPACE, ("ingest", "retrain", "score", "serve"))
     model = f"probe-k8s-{uuid.uuid4().hex[:6]}"
     tmp = tmp_path_factory.mktemp("release")
     assert publish_probe(pod_stack, model, "k8s", tmp) == 1
@@ -89,13 +94,21 @@ def release(node: ControlPlane, pod_stack: Config, operator: str, tmp_path_facto
     values = {
         "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
         "s3": {"endpoint": pod_stack.s3_endpoint, "existingSecret": "dlpipe-s3-ingest",
-               "componentSecrets": {"ingest": "dlpipe-s3-ingest", "serving": "dlpipe-s3-serve"}},
+               "componentSecrets": {"ingest": "dlpipe-s3-ingest", "retrain": "dlpipe-s3-retrain",
+                                    "score": "dlpipe-s3-score", "serving": "dlpipe-s3-serve"}},
         "kafka": {"bootstrapServers": pod_stack.kafka_bootstrap_servers,
                   "rawTopic": pod_stack.kafka.topics["raw"].name},
         "model": {"name": model},
         "ingest": {"driver": small, "executor": {**small, "instances": 1}},
-        "retrain": {"enabled": False}, "score": {"enabled": False}, "maintain": {"enabled": False},
-        "serving": {"replicaCount": 1, "tfServing": {"enabled": False}},
+        # Every minute, but suspended until the scheduled test lets them run once.
+        "retrain": {"schedule": "*/1 * * * *", "suspend": True, "workers": 2, "args": ["--epochs", "1"],
+                    "driver": small, "executor": {**small, "memoryOverhead": "2g"}},
+        "score": {"schedule": "*/1 * * * *", "suspend": True, "driver": small,
+                  "executor": {**small, "instances": 1, "memoryOverhead": "2g"}},
+        "maintain": {"enabled": False},
+        "serving": {"replicaCount": 1, "tfServing": {"enabled": False},
+                    "dlpipeServer": {"resources": {"requests": {"cpu": "100m", "memory": "512Mi"},
+                                                   "limits": {"cpu": "1", "memory": "2Gi"}}}},
     }
     (tmp / "values.yaml").write_text(yaml.safe_dump(values))
     helm(node, tmp, "install", "dlpipe", str(CHART), "-n", NAMESPACE, "-f", str(tmp / "values.yaml"))
@@ -143,3 +156,64 @@ def test_the_serving_deployment_answers_through_its_service(node, release):
     answer = httpx.post(url, json=BODY, timeout=60)  # the cluster IP, through kube-proxy
     assert answer.status_code == 200, answer.text
     assert answer.json()["predictions"][0]["class_name"] == "k8s"
+
+
+@pytest.mark.spark_on_k8s
+def test_the_scheduled_retrain_then_score_each_run_once(node, pod_stack, release):
+    """Runs after the ingest above (module order). Retrain first: it exports the clean table and
+    trains on it with two workers in two executor pods, publishing a version that scoring can
+    use (the probe model serving answers with has no bytes signature); then the score run writes
+    a prediction for every clean record."""
+    client, bucket, model = s3_client(pod_stack), pod_stack.buckets.models, release["model"]
+    retrain = run_once(node, "dlpipe-retrain")
+    assert_completed(node, retrain)
+    versions = [info["version"] for info in complete_versions(client, bucket, model)]
+    assert versions == [1, 2], versions  # the probe, then the retrained model
+    # One epoch on a hundred images may miss the training checks: promote it as an operator would
+    # (`dlpipe models promote 2 --force`), so scoring uses it.
+    promote(client, bucket, model, 2, reason="k8s test: score the retrained version", force=True)
+    score = run_once(node, "dlpipe-score")
+    assert_completed(node, score)
+    clean = read_delta_with_delta_rs(pod_stack, CHART_LAYOUT["tables.clean"]).to_pyarrow_table(columns=["id"])
+    predictions = read_delta_with_delta_rs(pod_stack, CHART_LAYOUT["tables.predictions"]).to_pyarrow_table()
+    assert clean.num_rows > 0
+    assert sorted(predictions.column("id").to_pylist()) == sorted(clean.column("id").to_pylist())
+
+
+def state(app: dict) -> str:
+    return app.get("status", {}).get("applicationState", {}).get("state", "")
+
+
+def run_once(node: ControlPlane, scheduled: str) -> dict:
+    """Let ``scheduled`` run (every minute) until one run has finished, then suspend it again;
+    that run."""
+    def finished() -> dict | None:
+        apps = json.loads(node.kubectl("get", "sparkapplications", "-n", NAMESPACE, "-o", "json"))["items"]
+        done = [a for a in apps if state(a) in ("COMPLETED", "FAILED", "SUBMISSION_FAILED") and any(
+            o["kind"] == "ScheduledSparkApplication" and o["name"] == scheduled
+            for o in a["metadata"].get("ownerReferences", []))]
+        return done[0] if done else None
+
+    def suspend(value: bool) -> None:
+        node.kubectl("patch", "scheduledsparkapplication", scheduled, "-n", NAMESPACE, "--type=merge",
+                     "-p", json.dumps({"spec": {"suspend": value}}))
+
+    suspend(False)
+    try:
+        return wait_for(finished, 900, f"a run of {scheduled} to finish", every_s=5)
+    finally:
+        suspend(True)
+
+
+def assert_completed(node: ControlPlane, run: dict) -> None:
+    assert state(run) == "COMPLETED", f"{run['status']}\n{_driver_log(node, run['metadata']['name'])}"
+
+
+def _driver_log(node: ControlPlane, app: str) -> str:
+    """The driver's log without Spark's INFO lines and JVM stack frames: what failed."""
+    try:
+        log = node.kubectl("logs", f"{app}-driver", "-n", NAMESPACE)
+    except ServiceError as exc:  # the driver pod may be gone already
+        return f"(no driver log: {exc})"
+    kept = [line for line in log.splitlines() if " INFO " not in line and not line.startswith("\tat ")]
+    return "\n".join(kept[-80:])

@@ -19,4 +19,4 @@ def test_serving_reads_models_only_and_scoring_writes_only_the_predictions_table
     assert resources(serve, "s3:PutObject") == set() and resources(serve, "s3:DeleteObject") == set()
     predictions = cfg.tables.predictions.split("://", 1)[1]
     assert resources(score, "s3:PutObject") == {f"arn:aws:s3:::{predictions}*", "arn:aws:s3:::dlpipe-lake"}
-    assert set(grants(cfg)) == {"ingest", "export", "train", "serve", "score"}
+    assert set(grants(cfg)) == {"ingest", "export", "train", "retrain", "serve", "score"}

@@ -5,7 +5,9 @@ a namespace that enforces the ``restricted`` Pod Security Standard, has the oper
 streaming ingest ``SparkApplication``, whose driver and executor pods the webhook hardens and
 Pod Security admission lets in, and which ingests what the producer sends exactly once; and the
 serving Deployment (the ``dlpipe serve`` backend: no ``tensorflow/serving`` image can be pulled
-here) becomes Ready and answers a prediction through its Service's cluster IP."""
+here) becomes Ready and answers a prediction through its Service's cluster IP; and the retrain
+and score ``ScheduledSparkApplication``s each run once. ``make test`` runs the serving test only
+(``spark_on_k8s`` marks the minutes-long ones for ``make test-k8s``)."""
 
 from __future__ import annotations
 

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from dlpipe.core.config import Config, load_config
-from dlpipe.core.errors import ServiceError
 from dlpipe.core.process import free_ports
 from dlpipe.localstack.identities import identity_env
-from dlpipe.localstack.k8s import KUBE_VERSION, ControlPlane, missing_binaries
+from dlpipe.localstack.k8s import KUBE_VERSION, ControlPlane, bin_dir, missing_binaries
 from dlpipe.localstack.stack import Stack, running_stack
 from tests.conftest import ROOT
+from tests.deploy.tools import tool
 from tests.helpers import wait_for
 
 IMAGE = "localhost/dlpipe:dev"
@@ -70,21 +72,34 @@ def pod_stack(node: ControlPlane, pod_stack_overrides: dict[str, str]) -> Iterat
         yield stack.cfg
 
 
+def kubectl(plane: ControlPlane, *args: str, check: bool = True, stdin: str | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    """kubectl as the admin; with ``check``, a failure fails the test with kubectl's error."""
+    proc = subprocess.run([str(bin_dir() / "kubectl"), f"--kubeconfig={plane.kubeconfig()}", *args],
+                          capture_output=True, text=True, timeout=120, input=stdin)
+    assert not check or proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr[-3000:]}"
+    return proc
+
+
+def helm(plane: ControlPlane, home: Path, *args: str, timeout: float = 600) -> str:
+    """helm against ``plane``, its cache and config under ``home``; its output."""
+    done = subprocess.run([str(tool("helm")), *args, "--kubeconfig", str(plane.kubeconfig())],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "HELM_CACHE_HOME": str(home / "c"),
+                               "HELM_CONFIG_HOME": str(home / "h")})
+    assert done.returncode == 0, f"helm {' '.join(args[:3])}: {done.stderr[-4000:]}"
+    return done.stdout
+
+
 def restricted_namespace(node: ControlPlane, name: str) -> None:
     """A namespace that enforces the ``restricted`` Pod Security Standard, once the controller
     manager has given it its default service account."""
-    node.kubectl("create", "namespace", name)
-    node.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted",
-                 "pod-security.kubernetes.io/enforce-version=latest")
-    wait_for(lambda: _has_default_account(node, name), 60, f"namespace {name}'s default service account")
-
-
-def _has_default_account(node: ControlPlane, namespace: str) -> bool:
-    try:
-        node.kubectl("get", "serviceaccount", "default", "-n", namespace)
-        return True
-    except ServiceError:
-        return False
+    kubectl(node, "create", "namespace", name)
+    kubectl(node, "label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted",
+            "pod-security.kubernetes.io/enforce-version=latest")
+    account = ("get", "serviceaccount", "default", "-n", name)
+    wait_for(lambda: kubectl(node, *account, check=False).returncode == 0, 60,
+             f"namespace {name}'s default service account")
 
 
 def component_secrets(node: ControlPlane, cfg: Config, namespace: str, components: tuple[str, ...]) -> None:

@@ -9,7 +9,6 @@ chart's hardening is refused: real admission, which kubeconform cannot give. ``m
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
 import pytest
@@ -18,12 +17,11 @@ from dlpipe.localstack.k8s import (
     KUBE_VERSION,
     SPARK_OPERATOR_VERSION,
     ControlPlane,
-    bin_dir,
     spark_operator_source,
 )
-from tests.deploy.tools import CHART, tool
+from tests.deploy.tools import CHART
 from tests.helpers import wait_for
-from tests.k8s.conftest import cluster
+from tests.k8s.conftest import cluster, helm, kubectl, restricted_namespace
 
 pytestmark = pytest.mark.k8s
 NAMESPACE = "dlpipe"
@@ -35,14 +33,6 @@ def plane(tmp_path_factory) -> ControlPlane:
     plane.up(node=False)
     yield plane
     plane.down()
-
-
-def kubectl(plane: ControlPlane, *args: str, check: bool = True, stdin: str | None = None
-            ) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(bin_dir() / "kubectl"), f"--kubeconfig={plane.kubeconfig()}", *args],
-                          capture_output=True, text=True, timeout=120, input=stdin)
-    assert not check or proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr[-3000:]}"
-    return proc
 
 
 def spark_operator_crds() -> list[str]:
@@ -75,17 +65,11 @@ def test_the_control_plane_is_the_pinned_release_on_loopback_only(plane):
 def test_a_restricted_namespace_admits_the_chart_and_refuses_an_unhardened_pod(plane, tmp_path):
     for crd in spark_operator_crds():
         kubectl(plane, "apply", "--server-side", "-f", crd)
-    kubectl(plane, "create", "namespace", NAMESPACE)
-    kubectl(plane, "label", "namespace", NAMESPACE, "pod-security.kubernetes.io/enforce=restricted",
-            "pod-security.kubernetes.io/enforce-version=latest")
+    restricted_namespace(plane, NAMESPACE)
     kubectl(plane, "create", "secret", "generic", "dlpipe-s3", "-n", NAMESPACE,
             "--from-literal=access-key=dlpipe-test", "--from-literal=secret-key=dlpipe-test-secret")
-    helm_env = {**os.environ, "HELM_CACHE_HOME": str(tmp_path / "c"), "HELM_CONFIG_HOME": str(tmp_path / "h")}
-    install = subprocess.run(
-        [str(tool("helm")), "install", "dlpipe", str(CHART), "-n", NAMESPACE, "--kubeconfig",
-         str(plane.kubeconfig()), "-f", str(CHART / "ci" / "default-values.yaml"), "--wait=false"],
-        capture_output=True, text=True, timeout=300, env=helm_env)
-    assert install.returncode == 0, install.stderr[-4000:]
+    helm(plane, tmp_path, "install", "dlpipe", str(CHART), "-n", NAMESPACE,
+         "-f", str(CHART / "ci" / "default-values.yaml"), "--wait=false", timeout=300)
     kinds = {(o["kind"], o["metadata"]["name"]) for o in json.loads(kubectl(
         plane, "get", "sparkapplications,scheduledsparkapplications,deployments,services,networkpolicies",
         "-n", NAMESPACE, "-o", "json").stdout)["items"]}

@@ -12,8 +12,7 @@ import json
 import pytest
 
 from tests.helpers import wait_for
-from tests.k8s.conftest import IMAGE
-from tests.k8s.test_control_plane import kubectl
+from tests.k8s.conftest import IMAGE, kubectl, restricted_namespace
 
 pytestmark = pytest.mark.k8s
 POD = {
@@ -39,11 +38,7 @@ def test_the_node_registers_and_runs_dlpipes_image_as_a_restricted_pod(node):
                    for n in nodes for c in n["status"]["conditions"])
 
     wait_for(ready, 120, "the node to be Ready")
-    kubectl(node, "create", "namespace", "jobs")
-    kubectl(node, "label", "namespace", "jobs", "pod-security.kubernetes.io/enforce=restricted")
-    account = ("get", "serviceaccount", "default", "-n", "jobs")
-    wait_for(lambda: kubectl(node, *account, check=False).returncode == 0, 60,
-             "the controller manager to make the namespace's default service account")
+    restricted_namespace(node, "jobs")
     kubectl(node, "apply", "-f", "-", stdin=json.dumps(POD))
 
     def finished() -> dict | None:

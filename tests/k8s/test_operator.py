@@ -12,8 +12,6 @@ and score ``ScheduledSparkApplication``s each run once. ``make test`` runs the s
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import uuid
 
 import httpx
@@ -26,10 +24,10 @@ from dlpipe.core.s3 import s3_client
 from dlpipe.localstack.k8s import SPARK_OPERATOR_IMAGE, ControlPlane, spark_operator_source
 from dlpipe.registry.release import promote
 from dlpipe.registry.store import complete_versions
-from tests.deploy.tools import CHART, tool
+from tests.deploy.tools import CHART
 from tests.helpers import assert_exactly_once, read_delta_with_delta_rs, send, wait_for
 from tests.integration.test_serve_faults import BODY, publish_probe
-from tests.k8s.conftest import IMAGE, component_secrets, restricted_namespace
+from tests.k8s.conftest import IMAGE, component_secrets, helm, restricted_namespace
 
 pytestmark = pytest.mark.k8s
 NAMESPACE, OPERATOR_NAMESPACE = "apps", "spark-operator"
@@ -44,15 +42,6 @@ CHART_LAYOUT = {"ingest.checkpoint": "s3a://dlpipe-checkpoints/ingest/raw-images
 @pytest.fixture(scope="module")
 def pod_stack_overrides() -> dict[str, str]:
     return CHART_LAYOUT
-
-
-def helm(node: ControlPlane, tmp_path, *args: str, timeout: float = 600) -> str:
-    done = subprocess.run([str(tool("helm")), *args, "--kubeconfig", str(node.kubeconfig())],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "HELM_CACHE_HOME": str(tmp_path / "c"),
-                               "HELM_CONFIG_HOME": str(tmp_path / "h")})
-    assert done.returncode == 0, f"helm {' '.join(args[:3])}: {done.stderr[-4000:]}"
-    return done.stdout
 
 
 def available(node: ControlPlane, namespace: str, deployment: str) -> bool:

@@ -28,10 +28,9 @@ from dlpipe.localstack.identities import identity_env
 from dlpipe.localstack.k8s import KUBE_VERSION, ControlPlane
 from models.checkpoints import RunStore
 from tests.conftest import ROOT
-from tests.deploy.tools import CHART, tool
+from tests.deploy.tools import CHART
 from tests.helpers import assert_exactly_once, isolated, isolated_sets, send
-from tests.k8s.conftest import IMAGE, component_secrets, restricted_namespace
-from tests.k8s.test_control_plane import kubectl
+from tests.k8s.conftest import IMAGE, component_secrets, helm, kubectl, restricted_namespace
 
 pytestmark = [pytest.mark.k8s, pytest.mark.spark_on_k8s]  # make test-k8s, not make test
 NAMESPACE = "spark-jobs"
@@ -46,15 +45,10 @@ def namespace(node: ControlPlane, pod_stack: Config, tmp_path_factory) -> str:
     """A restricted namespace with the chart's Spark service account and Role, and a Secret
     with each job's MinIO identity."""
     restricted_namespace(node, NAMESPACE)
-    home = tmp_path_factory.mktemp("helm")
-    rbac = subprocess.run(
-        [str(tool("helm")), "template", RELEASE, str(CHART), "-n", NAMESPACE, "-f",
-         str(CHART / "ci" / "default-values.yaml"), "--kube-version", KUBE_VERSION,
-         "--show-only", "templates/spark/rbac.yaml"],
-        capture_output=True, text=True, timeout=120,
-        env={**os.environ, "HELM_CACHE_HOME": str(home / "c"), "HELM_CONFIG_HOME": str(home / "h")})
-    assert rbac.returncode == 0, rbac.stderr
-    node.kubectl("apply", "-n", NAMESPACE, "-f", "-", stdin=rbac.stdout)
+    rbac = helm(node, tmp_path_factory.mktemp("helm"), "template", RELEASE, str(CHART), "-n", NAMESPACE,
+                "-f", str(CHART / "ci" / "default-values.yaml"), "--kube-version", KUBE_VERSION,
+                "--show-only", "templates/spark/rbac.yaml")
+    node.kubectl("apply", "-n", NAMESPACE, "-f", "-", stdin=rbac)
     component_secrets(node, pod_stack, NAMESPACE, ("ingest", "export", "train"))
     return NAMESPACE
 

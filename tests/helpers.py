@@ -97,13 +97,16 @@ def send(cfg, log: Path, *, count: int, bad_fraction: float = 0.0, duplicate_fra
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
-def wait_for(condition, timeout_s: float = 60.0, what: str = "the condition", every_s: float = 0.5):
+def wait_for(condition, timeout_s: float = 60.0, what: str = "the condition", every_s: float = 0.5,
+             explain=None):
     """Poll ``condition`` until it returns something true, and return that; fail after
-    ``timeout_s`` naming ``what``."""
+    ``timeout_s`` naming ``what``, and with what ``explain()`` says of the state (if given)."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = condition()
         if value:
             return value
-        assert time.monotonic() < deadline, f"timed out after {timeout_s:.0f}s waiting for {what}"
+        if time.monotonic() >= deadline:
+            detail = f"\n{explain()}" if explain is not None else ""
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}{detail}")
         time.sleep(every_s)

@@ -72,6 +72,10 @@ class K8sServiceConfig(_Section):
     kube_proxy_healthz_port: int = 10256
     kube_proxy_metrics_port: int = 10249
     dns_ready_port: int = 18181           # CoreDNS's /ready (it answers DNS on node_ip:53)
+    # containerd's image content and snapshots (and which images were loaded into them); unset:
+    # <state_dir>/k8s/node/containerd. Nodes of several state dirs (one at a time) may share one,
+    # so an image of several GB is loaded once, not once per clone.
+    image_store: Path | None = None
 
 
 class StackConfig(_Section):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -53,9 +54,11 @@ def ensure_address(ip: str) -> None:
                                "set stack.k8s.node_ip to an address this machine has")
 
 
-def containerd_config(home: Path, pause_image: str) -> str:
+def containerd_config(home: Path, pause_image: str, image_store: Path) -> str:
+    """containerd's config: its content and snapshots in ``image_store``/root (may outlive and be
+    shared by nodes), its sockets and task state under ``home``."""
     return f"""version = 2
-root = "{home / 'containerd' / 'root'}"
+root = "{image_store / 'root'}"
 state = "{home / 'containerd' / 'state'}"
 [grpc]
   address = "{socket(home)}"
@@ -103,7 +106,9 @@ def kubelet_config(home: Path, *, node_ip: str, port: int, healthz_port: int, cl
         "resolvConf": "/etc/resolv.conf",
         "podLogsDir": str(home / "pod-logs"), "serializeImagePulls": False,
         "registerNode": True, "protectKernelDefaults": False,
-        "evictionHard": {"memory.available": "200Mi", "nodefs.available": "2%", "imagefs.available": "2%"},
+        # Absolute, not a percentage: 2% of this machine's shared 252 GB disk (5 GB) put the node
+        # under DiskPressure, and its pods unscheduled, with gigabytes still free.
+        "evictionHard": {"memory.available": "200Mi", "nodefs.available": "1Gi", "imagefs.available": "1Gi"},
         "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
     }, indent=2)
 
@@ -147,6 +152,29 @@ def import_archive(home: Path, archive: Path) -> None:
     if done.returncode != 0:
         raise ServiceError(f"containerd could not import {archive}: {done.stderr.strip()[-500:]}",
                            fix=f"see {home / 'containerd.log'}")
+
+
+def import_stream(home: Path, producer: list[str], what: str, timeout: float = 1800) -> None:
+    """Import the image archive that ``producer`` writes to its stdout, through a pipe: no copy
+    of several GB lands on disk on its way into containerd."""
+    with tempfile.TemporaryFile() as produce_err:
+        with subprocess.Popen(producer, stdout=subprocess.PIPE, stderr=produce_err) as produce:
+            try:
+                done = subprocess.run(["ctr", "--address", str(socket(home)), "-n", "k8s.io", "images",
+                                       "import", "-"], stdin=produce.stdout, capture_output=True,
+                                      text=True, timeout=timeout)
+            finally:
+                produce.stdout.close()
+                if produce.wait(timeout=60) is None:
+                    produce.kill()
+        produce_err.seek(0)
+        errors = produce_err.read().decode(errors="replace").strip()
+    if produce.returncode != 0:
+        raise ServiceError(f"{producer[0]} could not export {what}: {errors[-500:]}",
+                           fix=f"check `{producer[0]} images`")
+    if done.returncode != 0:
+        raise ServiceError(f"containerd could not import {what}: {done.stderr.strip()[-500:]}",
+                           fix=f"see {home / 'containerd.log'}; `df -h {home}` (an image takes ~2x its size)")
 
 
 def image_ids(home: Path) -> set[str]:

@@ -14,6 +14,7 @@ import pytest
 from dlpipe.core.config import Config, load_config
 from dlpipe.core.process import free_ports
 from dlpipe.localstack.identities import identity_env
+from dlpipe.localstack.install import tools_home
 from dlpipe.localstack.k8s import KUBE_VERSION, ControlPlane, bin_dir, missing_binaries
 from dlpipe.localstack.stack import Stack, running_stack
 from tests.conftest import ROOT
@@ -21,9 +22,11 @@ from tests.deploy.tools import tool
 from tests.helpers import wait_for
 
 IMAGE = "localhost/dlpipe:dev"
-# Kept between runs, so the node's containerd keeps the loaded image (minutes to load anew);
-# the cluster itself (etcd) starts empty every module.
+# The cluster itself (etcd) starts empty every module.
 STATE_DIR = ROOT / ".dlpipe" / "test-k8s"
+# The node's images outlive the runs and the clones (a few minutes and ~10 GB to load anew),
+# as buildah's storage they come from does; one test node uses them at a time.
+IMAGE_STORE = tools_home() / "k8s" / "test-node-images"
 PORTS = ("api_port", "etcd_port", "etcd_peer_port", "controller_manager_port", "scheduler_port",
          "kubelet_port", "kubelet_healthz_port", "kube_proxy_healthz_port", "kube_proxy_metrics_port",
          "dns_ready_port")
@@ -35,7 +38,7 @@ def cluster(state_dir: Path) -> ControlPlane:
         pytest.fail(f"Kubernetes {KUBE_VERSION} is not built ({', '.join(lacking)})\n"
                     "  fix: make k8s  (scripts/install_k8s.sh)", pytrace=False)
     return ControlPlane.of(load_config(ROOT / "conf" / "pipeline.yaml", overrides={
-        "stack.state_dir": str(state_dir),
+        "stack.state_dir": str(state_dir), "stack.k8s.image_store": str(IMAGE_STORE),
         **{f"stack.k8s.{key}": port for key, port in zip(PORTS, free_ports(len(PORTS)), strict=True)}}))
 
 
@@ -48,9 +51,36 @@ def node() -> Iterator[ControlPlane]:
     try:
         plane.up(node=True)
         plane.load(IMAGE)
+        wait_for(lambda: node_condition(plane, "Ready"), 120, "the node to be Ready",
+                 explain=lambda: report(plane))
         yield plane
     finally:
         plane.down()
+
+
+def node_condition(plane: ControlPlane, kind: str) -> bool:
+    nodes = json.loads(kubectl(plane, "get", "nodes", "-o", "json").stdout)["items"]
+    return any(c["type"] == kind and c["status"] == "True" for n in nodes for c in n["status"]["conditions"])
+
+
+def report(plane: ControlPlane, namespace: str | None = None) -> str:
+    """What a timed-out wait shows: the node's conditions that are not as they should be (a
+    DiskPressure taint leaves every pod Pending), the pods, and the latest events, and the
+    node's free disk."""
+    lines = []
+    nodes = json.loads(kubectl(plane, "get", "nodes", "-o", "json", check=False).stdout or '{"items": []}')
+    for n in nodes["items"]:
+        for c in n["status"].get("conditions", []):
+            if (c["type"] == "Ready") != (c["status"] == "True"):
+                lines.append(f"node {c['type']}={c['status']}: {c.get('message', '')}")
+        lines += [f"node taint {t['key']}:{t['effect']}" for t in n["spec"].get("taints", [])]
+    scope = ("-n", namespace) if namespace else ("-A",)
+    lines.append(kubectl(plane, "get", "pods", *scope, "-o", "wide", check=False).stdout.strip())
+    events = kubectl(plane, "get", "events", *scope, "--sort-by=.lastTimestamp", check=False).stdout
+    lines += events.strip().splitlines()[-25:]
+    free = shutil.disk_usage(plane.image_store if plane.image_store.exists() else plane.home).free
+    lines.append(f"free disk where the node's images are: {free / 2**30:.1f} GiB")
+    return "\n".join(lines)
 
 
 @pytest.fixture(scope="module")

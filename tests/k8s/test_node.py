@@ -12,7 +12,7 @@ import json
 import pytest
 
 from tests.helpers import wait_for
-from tests.k8s.conftest import IMAGE, kubectl, restricted_namespace
+from tests.k8s.conftest import IMAGE, kubectl, report, restricted_namespace
 
 pytestmark = pytest.mark.k8s
 POD = {
@@ -32,12 +32,6 @@ POD = {
 
 
 def test_the_node_registers_and_runs_dlpipes_image_as_a_restricted_pod(node):
-    def ready() -> bool:
-        nodes = json.loads(kubectl(node, "get", "nodes", "-o", "json").stdout)["items"]
-        return any(c["type"] == "Ready" and c["status"] == "True"
-                   for n in nodes for c in n["status"]["conditions"])
-
-    wait_for(ready, 120, "the node to be Ready")
     restricted_namespace(node, "jobs")
     kubectl(node, "apply", "-f", "-", stdin=json.dumps(POD))
 
@@ -45,7 +39,7 @@ def test_the_node_registers_and_runs_dlpipes_image_as_a_restricted_pod(node):
         pod = json.loads(kubectl(node, "get", "pod", "dlpipe-help", "-n", "jobs", "-o", "json").stdout)
         return pod if pod["status"].get("phase") in ("Succeeded", "Failed") else None
 
-    pod = wait_for(finished, 180, "the pod to finish")
+    pod = wait_for(finished, 180, "the pod to finish", explain=lambda: report(node, "jobs"))
     logs = kubectl(node, "logs", "dlpipe-help", "-n", "jobs").stdout
     assert pod["status"]["phase"] == "Succeeded", (pod["status"], logs)
     assert logs.splitlines()[0] == "10001" and "serve" in logs, logs

@@ -27,7 +27,7 @@ from dlpipe.registry.store import complete_versions
 from tests.deploy.tools import CHART
 from tests.helpers import assert_exactly_once, read_delta_with_delta_rs, send, wait_for
 from tests.integration.test_serve_faults import BODY, publish_probe
-from tests.k8s.conftest import IMAGE, component_secrets, helm, restricted_namespace
+from tests.k8s.conftest import IMAGE, component_secrets, helm, report, restricted_namespace
 
 pytestmark = pytest.mark.k8s
 NAMESPACE, OPERATOR_NAMESPACE = "apps", "spark-operator"
@@ -69,7 +69,8 @@ def operator(node: ControlPlane, tmp_path_factory) -> str:
          "--set", "spark.rbac.create=false", "--set", "prometheus.metrics.enable=false",
          "--set", "controller.uiService.enable=false")
     for deployment in ("spark-operator-controller", "spark-operator-webhook"):
-        wait_for(lambda d=deployment: available(node, OPERATOR_NAMESPACE, d), 300, f"{deployment} available")
+        wait_for(lambda d=deployment: available(node, OPERATOR_NAMESPACE, d), 300, f"{deployment} available",
+                 explain=lambda: report(node))
     return OPERATOR_NAMESPACE
 
 
@@ -119,7 +120,8 @@ def test_the_operator_runs_the_charts_streaming_ingest_exactly_once(node, pod_st
             "get", "sparkapplication", "dlpipe-ingest", "-n", NAMESPACE, "-o", "yaml")
         return state == "RUNNING"
 
-    wait_for(running, 300, "the ingest SparkApplication to be RUNNING")
+    wait_for(running, 300, "the ingest SparkApplication to be RUNNING",
+                 explain=lambda: report(node))
     sent = send(pod_stack, tmp_path / "sent.jsonl", count=120, bad_fraction=0.05)
 
     last: list[BaseException] = []
@@ -140,7 +142,8 @@ def test_the_operator_runs_the_charts_streaming_ingest_exactly_once(node, pod_st
 
 
 def test_the_serving_deployment_answers_through_its_service(node, release):
-    wait_for(lambda: available(node, NAMESPACE, "dlpipe-serving"), 300, "the serving Deployment")
+    wait_for(lambda: available(node, NAMESPACE, "dlpipe-serving"), 300, "the serving Deployment",
+                 explain=lambda: report(node))
     service = json.loads(node.kubectl("get", "service", "dlpipe-serving", "-n", NAMESPACE, "-o", "json"))
     port = next(p["port"] for p in service["spec"]["ports"] if p["name"] in ("http", "rest"))
     url = f"http://{service['spec']['clusterIP']}:{port}/v1/models/{release['model']}:predict"
@@ -191,7 +194,8 @@ def run_once(node: ControlPlane, scheduled: str) -> dict:
 
     suspend(False)
     try:
-        return wait_for(finished, 900, f"a run of {scheduled} to finish", every_s=5)
+        return wait_for(finished, 900, f"a run of {scheduled} to finish", every_s=5,
+                 explain=lambda: report(node))
     finally:
         suspend(True)
 

@@ -64,3 +64,19 @@ def test_the_api_server_certificate_follows_the_node_address(tmp_path):
     moved.prepare()  # remade for the new address, with everything it signed
     assert "10.98.0.8" in cert_ips(moved.ca) and "10.98.0.7" not in cert_ips(moved.ca)
     assert json.loads(moved.kubeconfig().read_text())["clusters"][0]["cluster"]["server"] == moved.server
+
+
+def test_the_nodes_images_live_where_the_config_says_and_disk_pressure_is_absolute(tmp_path):
+    own = plane(tmp_path)
+    assert own.image_store == tmp_path / "k8s" / "node" / "containerd"  # per state dir by default
+    cfg = load_config(ROOT / "conf" / "pipeline.yaml", overrides={
+        "stack.state_dir": str(tmp_path), "stack.k8s.image_store": str(tmp_path / "shared")})
+    shared = ControlPlane.of(cfg)
+    toml = k8s_node.containerd_config(shared.node_home, "pause:1", shared.image_store)
+    assert f'root = "{tmp_path / "shared" / "root"}"' in toml  # content and snapshots: shared
+    assert f'state = "{shared.node_home / "containerd" / "state"}"' in toml  # sockets, tasks: the node's
+    conf = json.loads(k8s_node.kubelet_config(tmp_path, node_ip="10.98.0.7", port=1, healthz_port=2,
+                                              client_ca=tmp_path / "ca", pod_cidr="10.88.0.0/24",
+                                              cluster_dns="10.98.0.7"))
+    # 2% of a 252 GB disk left the node tainted (every pod Pending) with 5 GB free
+    assert all(not v.endswith("%") for v in conf["evictionHard"].values())

@@ -156,25 +156,30 @@ def import_archive(home: Path, archive: Path) -> None:
 
 def import_stream(home: Path, producer: list[str], what: str, timeout: float = 1800) -> None:
     """Import the image archive that ``producer`` writes to its stdout, through a pipe: no copy
-    of several GB lands on disk on its way into containerd."""
+    of several GB lands on disk on its way into containerd. When either side fails, the error
+    names containerd's side first: a full disk stops the import, and the producer then only
+    sees a broken pipe."""
     with tempfile.TemporaryFile() as produce_err:
         with subprocess.Popen(producer, stdout=subprocess.PIPE, stderr=produce_err) as produce:
             try:
-                done = subprocess.run(["ctr", "--address", str(socket(home)), "-n", "k8s.io", "images",
-                                       "import", "-"], stdin=produce.stdout, capture_output=True,
-                                      text=True, timeout=timeout)
+                done = subprocess.run(["ctr", "--address", str(socket(home)), "--connect-timeout", "5s",
+                                       "-n", "k8s.io", "images", "import", "-"], stdin=produce.stdout,
+                                      capture_output=True, text=True, timeout=timeout)
             finally:
                 produce.stdout.close()
-                if produce.wait(timeout=60) is None:
+                try:
+                    produce.wait(timeout=60)
+                except subprocess.TimeoutExpired:
                     produce.kill()
         produce_err.seek(0)
-        errors = produce_err.read().decode(errors="replace").strip()
-    if produce.returncode != 0:
-        raise ServiceError(f"{producer[0]} could not export {what}: {errors[-500:]}",
-                           fix=f"check `{producer[0]} images`")
-    if done.returncode != 0:
-        raise ServiceError(f"containerd could not import {what}: {done.stderr.strip()[-500:]}",
-                           fix=f"see {home / 'containerd.log'}; `df -h {home}` (an image takes ~2x its size)")
+        exported = produce_err.read().decode(errors="replace").strip()
+    if done.returncode == 0 and produce.returncode == 0:
+        return
+    parts = [f"containerd: {done.stderr.strip()[-400:]}" if done.returncode != 0 else "",
+             f"{producer[0]} (exit {produce.returncode}): {exported[-400:]}" if produce.returncode else ""]
+    raise ServiceError(f"could not load {what} into the node: " + "; ".join(p for p in parts if p),
+                       fix=f"see {home / 'containerd.log'}; check the free disk (`df -h`: an image "
+                           f"takes about twice its size) and `{producer[0]} images`")
 
 
 def image_ids(home: Path) -> set[str]:

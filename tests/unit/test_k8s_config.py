@@ -80,3 +80,16 @@ def test_the_nodes_images_live_where_the_config_says_and_disk_pressure_is_absolu
                                               cluster_dns="10.98.0.7"))
     # 2% of a 252 GB disk left the node tainted (every pod Pending) with 5 GB free
     assert all(not v.endswith("%") for v in conf["evictionHard"].values())
+
+
+def test_a_failed_image_load_names_both_sides_without_a_traceback(tmp_path):
+    from dlpipe.core.errors import ServiceError
+
+    try:  # no containerd on this socket, and a producer that fails on its own
+        k8s_node.import_stream(tmp_path, ["sh", "-c", "echo no such image >&2; exit 3"], what="img:1")
+    except ServiceError as exc:
+        text = str(exc)
+    else:
+        raise AssertionError("the load should have failed")
+    assert "could not load img:1" in text and "containerd:" in text
+    assert "sh (exit 3): no such image" in text

@@ -307,6 +307,7 @@ class ControlPlane:
         k8s_node.import_stream(self.node_home, ["buildah", "push", "--quiet", image,
                                                 f"docker-archive:/dev/stdout:{image}"], what=image)
         stamp.write_text(image_id.stdout.strip())
+        k8s_node.prune_replaced_images(self.node_home)  # the store holds one build per tag
 
 
 def _private_write(path: Path, text: str) -> None:

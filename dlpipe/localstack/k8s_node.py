@@ -186,6 +186,20 @@ def image_ids(home: Path) -> set[str]:
     return set(ctr(home, "images", "ls", "-q", timeout=30).stdout.split())
 
 
+def prune_replaced_images(home: Path) -> list[str]:
+    """Remove what a re-load left behind: an import names the image twice (its tag and
+    ``sha256:<config>``), and a new build under the same tag leaves the old ``sha256:`` name
+    holding gigabytes. Digest-only names that no tag shares go (and with them, by containerd's
+    GC, layers no image uses); returns them."""
+    listed = ctr(home, "images", "ls", timeout=30)
+    rows = [line.split() for line in listed.stdout.splitlines()[1:] if line.strip()]
+    tagged = {row[2] for row in rows if len(row) > 2 and not row[0].startswith("sha256:")}
+    stale = [row[0] for row in rows if len(row) > 2 and row[0].startswith("sha256:") and row[2] not in tagged]
+    if stale:
+        ctr(home, "images", "rm", "--sync", *stale)
+    return stale
+
+
 def stop_pods(home: Path) -> None:
     """Kill what the node runs: containerd's shims (and so their containers) outlive both
     kubelet and containerd, and kubelet's volume mounts outlive them all."""

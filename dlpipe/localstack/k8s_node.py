@@ -117,10 +117,13 @@ def socket(home: Path) -> Path:
     return home / "containerd" / "containerd.sock"
 
 
-def ctr(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def ctr_argv(home: Path, *args: str) -> list[str]:
     """containerd's own client on this node's socket, in kubelet's ``k8s.io`` namespace."""
-    return subprocess.run(["ctr", "--address", str(socket(home)), "-n", "k8s.io", *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return ["ctr", "--address", str(socket(home)), "--connect-timeout", "5s", "-n", "k8s.io", *args]
+
+
+def ctr(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(ctr_argv(home, *args), capture_output=True, text=True, timeout=timeout)
 
 
 def containerd_service(home: Path) -> Service:
@@ -162,8 +165,7 @@ def import_stream(home: Path, producer: list[str], what: str, timeout: float = 1
     with tempfile.TemporaryFile() as produce_err:
         with subprocess.Popen(producer, stdout=subprocess.PIPE, stderr=produce_err) as produce:
             try:
-                done = subprocess.run(["ctr", "--address", str(socket(home)), "--connect-timeout", "5s",
-                                       "-n", "k8s.io", "images", "import", "-"], stdin=produce.stdout,
+                done = subprocess.run(ctr_argv(home, "images", "import", "-"), stdin=produce.stdout,
                                       capture_output=True, text=True, timeout=timeout)
             finally:
                 produce.stdout.close()

@@ -58,9 +58,15 @@ def node() -> Iterator[ControlPlane]:
         plane.down()
 
 
+def nodes(plane: ControlPlane) -> list[dict]:
+    """The cluster's nodes (none when the API server does not answer)."""
+    listed = kubectl(plane, "get", "nodes", "-o", "json", check=False).stdout
+    return json.loads(listed or '{"items": []}')["items"]
+
+
 def node_condition(plane: ControlPlane, kind: str) -> bool:
-    nodes = json.loads(kubectl(plane, "get", "nodes", "-o", "json").stdout)["items"]
-    return any(c["type"] == kind and c["status"] == "True" for n in nodes for c in n["status"]["conditions"])
+    return any(c["type"] == kind and c["status"] == "True"
+               for n in nodes(plane) for c in n["status"].get("conditions", []))
 
 
 def report(plane: ControlPlane, namespace: str | None = None) -> str:
@@ -68,8 +74,7 @@ def report(plane: ControlPlane, namespace: str | None = None) -> str:
     DiskPressure taint leaves every pod Pending), the pods, and the latest events, and the
     node's free disk."""
     lines = []
-    nodes = json.loads(kubectl(plane, "get", "nodes", "-o", "json", check=False).stdout or '{"items": []}')
-    for n in nodes["items"]:
+    for n in nodes(plane):
         for c in n["status"].get("conditions", []):
             if (c["type"] == "Ready") != (c["status"] == "True"):
                 lines.append(f"node {c['type']}={c['status']}: {c.get('message', '')}")

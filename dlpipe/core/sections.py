@@ -286,6 +286,7 @@ class MaintainConfig(_Section):
     vacuum_retention_hours: int = 168
     keep_dataset_days: int = 30
     vacuum_mode: Literal["lite", "full"] = "lite"  # lite: from the Delta log, falls back to full
+    target_file_mb: int = Field(default=128, ge=1)  # OPTIMIZE's largest output file
 
 
 class PipelineConfig(_Section):

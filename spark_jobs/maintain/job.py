@@ -23,9 +23,10 @@ default): a ``keep_dataset_days`` above that needs the table property raised too
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,21 @@ log = logging.getLogger(__name__)
 
 DELTA_SAFE_HOURS = 168  # Delta refuses a shorter VACUUM retention unless told otherwise
 CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
+MAX_FILE_SIZE = "spark.databricks.delta.optimize.maxFileSize"  # OPTIMIZE's bin size, bytes
+
+
+@contextlib.contextmanager
+def session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    """``key`` set to ``value`` for the block, then back to what it was (or unset)."""
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)
 
 
 def kept_manifests(cfg: Config, now: datetime) -> list[Manifest]:
@@ -95,13 +111,16 @@ def retention_hours(configured: int, oldest: datetime | None, now: datetime) -> 
     return max(configured, math.ceil((now - oldest).total_seconds() / 3600) + 1)
 
 
-def maintain_table(spark: SparkSession, path: str, hours: int, mode: str = "lite") -> dict[str, Any]:
-    """OPTIMIZE then VACUUM one table; returns the live file counts before and after."""
+def maintain_table(spark: SparkSession, path: str, hours: int, mode: str = "lite",
+                   target_file_mb: int = 128) -> dict[str, Any]:
+    """OPTIMIZE (into files of up to ``target_file_mb``) then VACUUM one table; returns the
+    live file counts before and after."""
     from delta.tables import DeltaTable
 
     table = DeltaTable.forPath(spark, path)
     before = table.detail().first()["numFiles"]
-    with step(f"compacting {path}"):
+    with step(f"compacting {path} (files up to {target_file_mb} MB)"), \
+            session_conf(spark, MAX_FILE_SIZE, str(target_file_mb << 20)):
         metrics = table.optimize().executeCompaction().first()["metrics"]
     with step(f"vacuuming {path} (retaining {hours} h, {mode})"):
         vacuum(spark, table, path, hours, mode)
@@ -133,32 +152,26 @@ def maintain(spark: SparkSession, cfg: Config, *, now: datetime | None = None) -
     from delta.tables import DeltaTable
 
     now = now or datetime.now(UTC)
-    configured = cfg.maintain.vacuum_retention_hours
-    previous = spark.conf.get(CHECK, None)
-    if configured < DELTA_SAFE_HOURS:
+    m = cfg.maintain
+    short = m.vacuum_retention_hours < DELTA_SAFE_HOURS
+    if short:
         # An explicit choice in config (tests, a stopped pipeline): a VACUUM this short can
         # delete files a running writer has not committed yet.
-        log.warning(f"maintain.vacuum_retention_hours={configured} is below {DELTA_SAFE_HOURS}: "
-                    "safe only while no job writes these tables")
-        spark.conf.set(CHECK, "false")
+        log.warning(f"maintain.vacuum_retention_hours={m.vacuum_retention_hours} is below "
+                    f"{DELTA_SAFE_HOURS}: safe only while no job writes these tables")
     kept = kept_manifests(cfg, now)
     t = cfg.tables
     reports = []
-    try:
+    with session_conf(spark, CHECK, "false") if short else contextlib.nullcontext():
         for path in (t.clean, t.quarantine, t.ingest_batches, t.predictions):
             if not DeltaTable.isDeltaTable(spark, path):
                 log.info(f"    {path}: no table yet, skipped")
                 continue
-            hours = retention_hours(configured, oldest_needed(spark, path, kept), now)
-            report = maintain_table(spark, path, hours, cfg.maintain.vacuum_mode)
+            hours = retention_hours(m.vacuum_retention_hours, oldest_needed(spark, path, kept), now)
+            report = maintain_table(spark, path, hours, m.vacuum_mode, m.target_file_mb)
             log.info(f"    {path}: {report['files_before']} -> {report['files_after']} live files, "
                      f"retention {hours} h")
             reports.append(report)
-    finally:
-        if previous is None:
-            spark.conf.unset(CHECK)
-        else:
-            spark.conf.set(CHECK, previous)
     return reports
 
 

@@ -93,3 +93,25 @@ def test_retention_reaches_back_to_the_oldest_file_a_kept_version_needs():
     assert job.retention_hours(168, now - timedelta(days=10, minutes=1), now) == 10 * 24 + 2
     assert job.parse_args(["--set", "maintain.keep_dataset_days=3"]).overrides == [
         "maintain.keep_dataset_days=3"]
+
+
+def test_compaction_writes_files_no_bigger_than_the_configured_target(spark, mcfg):
+    """``maintain.target_file_mb`` bounds OPTIMIZE's output files (Delta's default, 1 GB, ran
+    a 2 GB local driver out of heap on a 1M-image partition in bench_scale)."""
+    import os
+
+    from pyspark.sql import functions as F
+
+    path = mcfg.tables.clean
+    for i in range(4):  # 8 files of ~0.6 MB of incompressible bytes
+        spark.createDataFrame([(f"id-{i}-{j}", os.urandom(200_000)) for j in range(6)],
+                              "id STRING, blob BINARY").repartition(2).write.format("delta") \
+            .mode("append").save(path)
+    cfg = with_overrides(mcfg, {"maintain.target_file_mb": 1})
+    report = job.maintain(spark, cfg)[0]
+    assert report["files_before"] == 8
+    assert 2 <= report["files_after"] < 8, report  # pairs at most: 2 x 0.6 MB > 1 MB
+    sizes = read_delta_with_delta_rs(cfg, path).get_add_actions(flatten=True).column("size_bytes")
+    assert max(sizes.to_pylist()) < 1.5 * 2**20, sizes
+    assert spark.read.format("delta").load(path).agg(F.count("*")).first()[0] == 24
+    assert spark.conf.get(job.MAX_FILE_SIZE, None) is None, "the session's setting is restored"

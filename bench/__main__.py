@@ -20,21 +20,25 @@ from dlpipe.localstack.stack import running_stack
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
+# Run only when named: bench_scale pushes 1M records through the whole pipeline (~30 min).
+ON_REQUEST = ("bench_scale",)
 
 
-def discover() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules([str(HERE)]) if m.name.startswith("bench_"))
+def discover(*, every: bool = False) -> list[str]:
+    names = sorted(m.name for m in pkgutil.iter_modules([str(HERE)]) if m.name.startswith("bench_"))
+    return names if every else [n for n in names if n not in ON_REQUEST]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all of {discover()})")
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all of {discover()}; "
+                        f"{', '.join(ON_REQUEST)} only when named)")
     parser.add_argument("--quick", action="store_true", help="smaller inputs, fewer repeats")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="report folder")
     args = parser.parse_args(argv)
     logs.setup()  # each benchmark's start and end, and the stack's, as the CLI shows them
     names = args.names or discover()
-    unknown = set(names) - set(discover())
+    unknown = set(names) - set(discover(every=True))
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     # The benchmarks' sessions need the connector jars, as the CLI's jobs do (get_spark reads

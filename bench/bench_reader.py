@@ -5,7 +5,10 @@
    over the same shards already on local disk, with the same parse and decode. "cold" starts
    each pass with an empty cache, so every byte comes from MinIO during the pass; "warm"
    reads from the cache (epochs after the first). Target: cold >= 0.9 of local disk.
-2. Export: records/s of ``dlpipe export`` (split, shard, encode, upload, publish) against a
+2. Reader against Ray Data (the peer users pick instead): the same train shards read from
+   MinIO by ``ray.data.read_tfrecords`` and decoded by the same ``decode_images`` on each
+   of its TF batches, in Ray's own virtualenv (``bench.peer_env``). Target: at least as fast as Ray.
+3. Export: records/s of ``dlpipe export`` (split, shard, encode, upload, publish) against a
    plain Spark Parquet write of the same rows to MinIO.
 
 Records are 32x32 RGB PNGs of the synthetic shapes (about 3 KB each, noise included).
@@ -22,7 +25,29 @@ from bench.data import synthetic_overrides, synthetic_table
 from bench.harness import Context, Result, median_rate
 
 TARGET = 0.9
+PEER_TARGET = 1.0
 BATCH = 256
+
+
+def _ray_peer(cfg, manifest, train, records: int, *, repeats: int, dlpipe_rate: float) -> Result:
+    """dlpipe's cold reader against Ray Data's pass over the same shards (its own venv)."""
+    from bench.peer_env import PeerUnavailable, ray_reader_rates
+
+    spec = {"endpoint": cfg.s3_endpoint, "region": cfg.s3.region, "records": records,
+            "paths": [f"{manifest.bucket}/{manifest.key(s)}" for s in train], "batch": BATCH,
+            "height": 32, "width": 32, "channels": 3, "repeats": repeats}
+    metric, baseline = "images/s from MinIO, cold cache, vs Ray Data", "Ray Data read_tfrecords + same decode"
+    try:
+        rates = sorted(ray_reader_rates(spec, cfg.s3_credentials()))
+    except PeerUnavailable as exc:
+        return Result(benchmark="reader vs ray", metric=metric, unit="img/s", value=dlpipe_rate,
+                      baseline_name=baseline, baseline_value=0.0, notes=f"not measured: {exc}")
+    return Result(benchmark="reader vs ray", metric=metric, unit="img/s", value=dlpipe_rate,
+                  baseline_name=baseline, baseline_value=rates[len(rates) // 2],
+                  target_ratio=PEER_TARGET,
+                  notes=f"{records} records; Ray {'/'.join(f'{r:,.0f}' for r in rates)} img/s "
+                        "(iter_tf_batches, then the same decode per batch), median of "
+                        f"{len(rates)} after a warm-up pass; Ray 2.60, same shards")
 
 def run(ctx: Context) -> list[Result]:
     import tensorflow as tf
@@ -110,6 +135,7 @@ def run(ctx: Context) -> list[Result]:
     def med(xs: list[float]) -> float:
         return sorted(xs)[len(xs) // 2]
 
+    peer = _ray_peer(cfg, manifest, train, records, repeats=repeats, dlpipe_rate=med(cold_rate))
     size_mb = sum(s.bytes for s in train) / 2**20
     notes = (f"{records} train records in {len(train)} shards ({size_mb:.0f} MiB), batch {BATCH}, "
              f"{cfg.export.reader.download_threads} download threads; median of {repeats}")
@@ -120,6 +146,7 @@ def run(ctx: Context) -> list[Result]:
         Result(benchmark="reader", metric="images/s from the shard cache (later epochs)",
                unit="img/s", value=med(warm_rate), baseline_name="TFRecordDataset on local disk",
                baseline_value=med(local_rate), notes=notes),
+        peer,
         Result(benchmark="export", metric="records/s, Delta -> TFRecord shards on MinIO",
                unit="rec/s", value=manifest.source["rows"] / export_s,
                baseline_name="plain Parquet write of the same rows to MinIO",

@@ -30,3 +30,13 @@ def test_the_benchmarks_get_the_connector_jars_before_the_stack_starts(monkeypat
         bench_main.main(["bench_ingest", "--quick"])
     assert seen["jars"], f"${JARS_ENV} is empty: run make setup (it installs the jars)"
     assert "hadoop-aws" in seen["jars"] and "delta-spark" in seen["jars"], seen["jars"]
+
+
+def test_a_plain_make_bench_leaves_out_the_million_record_run_but_runs_it_when_named():
+    import bench.__main__ as bench_main
+
+    assert "bench_scale" not in bench_main.discover()
+    assert {"bench_ingest", "bench_reader"} <= set(bench_main.discover())
+    assert "bench_scale" in bench_main.discover(every=True)
+    with pytest.raises(SystemExit):  # argparse's error for a name it does not know
+        bench_main.main(["bench_nothing"])

@@ -17,21 +17,14 @@ TARGET = 0.7
 
 
 def _topic_cfg(ctx: Context, tag: str):
+    from bench.data import ingest_run_overrides
     from dlpipe.core.config import with_overrides
     from dlpipe.localstack.provision import ensure_topics
-    from dlpipe.produce.sources import SYNTHETIC_CLASSES
 
     run = f"{tag}-{uuid.uuid4().hex[:8]}"
-    lake = ctx.cfg.buckets.lake
     cfg = with_overrides(ctx.cfg, {
-        "kafka.topics.raw.name": f"bench.raw.{run}", "kafka.topics.raw.partitions": 2,
-        "tables.clean": f"s3a://{lake}/bench/{run}/clean",
-        "tables.quarantine": f"s3a://{lake}/bench/{run}/quarantine",
-        "tables.ingest_batches": f"s3a://{lake}/bench/{run}/batches",
-        "ingest.checkpoint": f"s3a://{ctx.cfg.buckets.checkpoints}/bench/{run}/ingest",
-        "ingest.query_name": f"bench-{run}", "ingest.classes": list(SYNTHETIC_CLASSES),
-        "ingest.image.target_height": 32, "ingest.image.target_width": 32,
-        "ingest.image.target_channels": 3, "ingest.max_offsets_per_trigger": 20000,
+        **ingest_run_overrides(ctx.cfg, run), "kafka.topics.raw.partitions": 2,
+        "ingest.max_offsets_per_trigger": 20000,
     })
     ensure_topics(cfg)
     return cfg, run

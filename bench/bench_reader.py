@@ -17,6 +17,7 @@ Records are 32x32 RGB PNGs of the synthetic shapes (about 3 KB each, noise inclu
 from __future__ import annotations
 
 import shutil
+import statistics
 import time
 import uuid
 from pathlib import Path
@@ -38,16 +39,17 @@ def _ray_peer(cfg, manifest, train, records: int, *, repeats: int, dlpipe_rate: 
             "height": 32, "width": 32, "channels": 3, "repeats": repeats}
     metric, baseline = "images/s from MinIO, cold cache, vs Ray Data", "Ray Data read_tfrecords + same decode"
     try:
-        rates = sorted(ray_reader_rates(spec, cfg.s3_credentials()))
+        rates = ray_reader_rates(spec, cfg.s3_credentials())
     except PeerUnavailable as exc:
         return Result(benchmark="reader vs ray", metric=metric, unit="img/s", value=dlpipe_rate,
                       baseline_name=baseline, baseline_value=0.0, notes=f"not measured: {exc}")
     return Result(benchmark="reader vs ray", metric=metric, unit="img/s", value=dlpipe_rate,
-                  baseline_name=baseline, baseline_value=rates[len(rates) // 2],
+                  baseline_name=baseline, baseline_value=statistics.median(rates),
                   target_ratio=PEER_TARGET,
                   notes=f"{records} records; Ray {'/'.join(f'{r:,.0f}' for r in rates)} img/s "
                         "(iter_tf_batches, then the same decode per batch), median of "
                         f"{len(rates)} after a warm-up pass; Ray 2.60, same shards")
+
 
 def run(ctx: Context) -> list[Result]:
     import tensorflow as tf
@@ -132,20 +134,18 @@ def run(ctx: Context) -> list[Result]:
         warm_rate.append(median_rate(lambda: minio_pass(cold=False), repeats=1))
     shutil.rmtree(cache_root, ignore_errors=True)
 
-    def med(xs: list[float]) -> float:
-        return sorted(xs)[len(xs) // 2]
-
-    peer = _ray_peer(cfg, manifest, train, records, repeats=repeats, dlpipe_rate=med(cold_rate))
+    peer = _ray_peer(cfg, manifest, train, records, repeats=repeats, dlpipe_rate=statistics.median(cold_rate))
     size_mb = sum(s.bytes for s in train) / 2**20
     notes = (f"{records} train records in {len(train)} shards ({size_mb:.0f} MiB), batch {BATCH}, "
              f"{cfg.export.reader.download_threads} download threads; median of {repeats}")
     return [
         Result(benchmark="reader", metric="images/s from MinIO, cold cache", unit="img/s",
-               value=med(cold_rate), baseline_name="TFRecordDataset on local disk",
-               baseline_value=med(local_rate), target_ratio=TARGET, notes=notes),
+               value=statistics.median(cold_rate), baseline_name="TFRecordDataset on local disk",
+               baseline_value=statistics.median(local_rate), target_ratio=TARGET, notes=notes),
         Result(benchmark="reader", metric="images/s from the shard cache (later epochs)",
-               unit="img/s", value=med(warm_rate), baseline_name="TFRecordDataset on local disk",
-               baseline_value=med(local_rate), notes=notes),
+               unit="img/s", value=statistics.median(warm_rate),
+               baseline_name="TFRecordDataset on local disk",
+               baseline_value=statistics.median(local_rate), notes=notes),
         peer,
         Result(benchmark="export", metric="records/s, Delta -> TFRecord shards on MinIO",
                unit="rec/s", value=manifest.source["rows"] / export_s,

@@ -58,19 +58,14 @@ def _samples(start: int = 0):
 
 
 def _config(ctx: Context, run: str, per_batch: int):
-    from bench.data import synthetic_overrides
+    from bench.data import ingest_run_overrides
     from dlpipe.core.config import with_overrides
     from dlpipe.localstack.provision import ensure_topics
 
-    lake, ckpt = ctx.cfg.buckets.lake, ctx.cfg.buckets.checkpoints
     cfg = with_overrides(ctx.cfg, {
-        **synthetic_overrides(lake, f"scale-{run}"),
-        "kafka.topics.raw.name": f"bench.raw.scale-{run}",
-        "tables.quarantine": f"s3a://{lake}/bench/scale-{run}/quarantine",
-        "tables.ingest_batches": f"s3a://{lake}/bench/scale-{run}/batches",
-        "tables.predictions": f"s3a://{lake}/bench/scale-{run}/predictions",
-        "ingest.checkpoint": f"s3a://{ckpt}/bench/scale-{run}/ingest",
-        "ingest.query_name": f"bench-scale-{run}", "ingest.max_offsets_per_trigger": per_batch,
+        **ingest_run_overrides(ctx.cfg, f"scale-{run}"),
+        "tables.predictions": f"s3a://{ctx.cfg.buckets.lake}/bench/scale-{run}/predictions",
+        "ingest.max_offsets_per_trigger": per_batch,
         "serving.model_dir": str(ctx.work_dir / "models"),
     })
     ensure_topics(cfg)

@@ -20,6 +20,20 @@ def synthetic_table(spark: Any, path: str, count: int) -> None:
     df.repartition(4).write.format("delta").mode("overwrite").save(path)
 
 
+def ingest_run_overrides(cfg: Any, run: str) -> dict[str, Any]:
+    """A raw topic, tables, checkpoint and query of the run's own, on the synthetic shapes
+    (``bench/<run>/...``): ingest benches never share state."""
+    lake, ckpt = cfg.buckets.lake, cfg.buckets.checkpoints
+    return {
+        **synthetic_overrides(lake, run),
+        "kafka.topics.raw.name": f"bench.raw.{run}",
+        "tables.quarantine": f"s3a://{lake}/bench/{run}/quarantine",
+        "tables.ingest_batches": f"s3a://{lake}/bench/{run}/batches",
+        "ingest.checkpoint": f"s3a://{ckpt}/bench/{run}/ingest",
+        "ingest.query_name": f"bench-{run}",
+    }
+
+
 def synthetic_overrides(lake: str, run_id: str) -> dict[str, Any]:
     from dlpipe.produce.sources import SYNTHETIC_CLASSES
 

@@ -111,8 +111,8 @@ def retention_hours(configured: int, oldest: datetime | None, now: datetime) -> 
     return max(configured, math.ceil((now - oldest).total_seconds() / 3600) + 1)
 
 
-def maintain_table(spark: SparkSession, path: str, hours: int, mode: str = "lite",
-                   target_file_mb: int = 128) -> dict[str, Any]:
+def maintain_table(spark: SparkSession, path: str, hours: int, mode: str,
+                   target_file_mb: int) -> dict[str, Any]:
     """OPTIMIZE (into files of up to ``target_file_mb``) then VACUUM one table; returns the
     live file counts before and after."""
     from delta.tables import DeltaTable

@@ -23,7 +23,7 @@ def _topic_cfg(ctx: Context, tag: str):
 
     run = f"{tag}-{uuid.uuid4().hex[:8]}"
     cfg = with_overrides(ctx.cfg, {
-        **ingest_run_overrides(ctx.cfg, run), "kafka.topics.raw.partitions": 2,
+        **ingest_run_overrides(ctx.cfg, run),
         "ingest.max_offsets_per_trigger": 20000,
     })
     ensure_topics(cfg)

@@ -11,6 +11,11 @@ Spark does not stop them; this does. The lease is one small JSON object next to 
   (``LastModified`` against the response's ``Date``, so hosts' clocks do not matter), or when
   its holder ran on this host and that process is gone (a restart after SIGKILL need not wait).
 
+A renewal whose PUT reached the store but whose reply did not (the store killed or stalled
+mid-request) is retried by the client, and the retry's ``If-Match`` then fails against the
+ETag the lost reply carried. Each lease therefore writes a token of its own: a refused
+renewal reads the object, and a body with this lease's token is its own write, kept.
+
 Taking a free lease is again an ``If-Match`` PUT on the ETag that was read, so two drivers
 racing for an expired lease cannot both win. The store must honour conditional writes
 (MinIO and AWS S3 do); one that ignores ``If-None-Match`` is refused at start.
@@ -24,6 +29,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -79,6 +85,7 @@ class Lease:
         self._thread: threading.Thread | None = None
         self._renewed = 0.0
         self._acquired_at = datetime.now(UTC).isoformat(timespec="seconds")
+        self._token = uuid.uuid4().hex  # which body is this lease's own write
 
     @property
     def uri(self) -> str:
@@ -87,7 +94,8 @@ class Lease:
     # -- taking and giving back ----------------------------------------------------------
     def _put(self, *, released: bool = False, **condition: str) -> str:
         """Write the lease body under ``condition`` (IfNoneMatch / IfMatch); its new ETag."""
-        body = json.dumps({"owner": self.owner, **this_process(), "acquired_at": self._acquired_at,
+        body = json.dumps({"owner": self.owner, **this_process(), "token": self._token,
+                           "acquired_at": self._acquired_at,
                            "renewed_at": datetime.now(UTC).isoformat(timespec="seconds"),
                            "ttl_s": self.ttl_s, "released": released}).encode()
         return self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body,
@@ -158,13 +166,32 @@ class Lease:
             self.etag = self._put(IfMatch=self.etag)
             self._renewed = time.monotonic()
         except Exception as exc:
-            if error_code(exc) in REFUSED + CONFLICT:
+            mine = self._own_write_landed() if error_code(exc) in REFUSED + CONFLICT else None
+            if mine:
+                return
+            if mine is False:
                 self._lose(f"another driver took over {self.uri}")
             elif time.monotonic() - self._renewed > self.ttl_s:
                 self._lose(f"{self.uri} could not be renewed for {self.ttl_s:.0f} s ({exc}); "
                            "another driver may have taken it over")
             else:
                 log.warning(f"lease {self.uri}: renewal failed ({exc}); retrying")
+
+    def _own_write_landed(self) -> bool | None:
+        """After a refused renewal: whether the object is this lease's own write (a retried
+        PUT whose first attempt landed); if so its ETag is adopted and the lease kept. None
+        when the object cannot be read now (the next renewal asks again, within the ttl)."""
+        try:
+            got = self.client.get_object(Bucket=self.bucket, Key=self.key)
+            body = json.loads(got["Body"].read() or b"{}")
+        except Exception as exc:
+            log.warning(f"lease {self.uri}: renewal refused and the lease unreadable ({exc})")
+            return None
+        if body.get("token") != self._token or body.get("released"):
+            return False
+        self.etag, self._renewed = got["ETag"], time.monotonic()
+        log.warning(f"lease {self.uri}: a renewal's reply was lost, but its write landed; kept")
+        return True
 
     def _lose(self, message: str) -> None:
         self.lost = LeaseLost(message, fix="the driver stops; restart it once the other is gone")

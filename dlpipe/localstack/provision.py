@@ -29,11 +29,24 @@ def ensure_buckets(cfg: Config) -> list[str]:
 
 
 def ensure_topics(cfg: Config) -> list[str]:
-    """Create missing topics with their configured partitions; returns the ones created."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+    """Create missing topics with their configured partitions; returns the ones created.
+
+    A topic with fewer partitions than configured (made under an older default) is grown to
+    the count: ingest's parallelism follows it, and growing is safe for dlpipe (duplicates are
+    found by id, not by partition; the streaming query reads new partitions from their start).
+    Kafka cannot shrink a topic, so one with more is left as it is."""
+    from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
     admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap_servers})
-    existing = set(admin.list_topics(timeout=10).topics)
+    existing = admin.list_topics(timeout=10).topics
+    short = [NewPartitions(t.name, t.partitions) for t in cfg.kafka.topics.values()
+             if t.name in existing and len(existing[t.name].partitions) < t.partitions]
+    for name, fut in (admin.create_partitions(short).items() if short else ()):
+        try:
+            fut.result(timeout=30)
+        except Exception as exc:
+            raise ServiceError(f"could not grow Kafka topic {name} to its configured partitions: "
+                               f"{exc}") from exc
     wanted = [t for t in cfg.kafka.topics.values() if t.name not in existing]
     if not wanted:
         return []

@@ -160,3 +160,28 @@ def test_a_second_export_of_a_version_and_a_second_scoring_are_refused(spark, in
     finally:
         holder.kill()
         holder.wait(10)
+
+
+def test_a_renewal_whose_reply_was_lost_keeps_the_lease_and_another_writer_does_not(cfg, path):
+    """A renewal retried after the store died mid-request finds its own first write there
+    (If-Match refused): the lease is kept, on that write's ETag. A body written by anyone else
+    still loses it. Injected on the real MinIO: the landed write is made, then the reply's
+    ETag is "lost" by keeping the old one."""
+    held = lease(cfg, path).acquire()
+    bucket, key = split_uri(path)
+    client = s3_client(cfg)
+    stale = held.etag
+    time.sleep(1.1)  # the body (renewed_at, to the second) and so the ETag differ
+    held.renew()  # lands; then the client "retries" with the ETag it had before
+    landed, held.etag = held.etag, stale
+    assert landed != stale
+    held.renew()
+    assert held.lost is None and held.etag == landed, "its own write: kept, its ETag adopted"
+    held.renew()
+    assert held.lost is None, "and renewed normally after"
+
+    body = read_lease(cfg, path)
+    client.put_object(Bucket=bucket, Key=lease_key(key), Body=json.dumps(
+        {**body, "token": "another driver's", "owner": "another"}).encode())
+    held.renew()
+    assert held.lost is not None and "another driver took over" in str(held.lost)

@@ -27,7 +27,7 @@ def test_shipped_config_loads_with_local_defaults(project: Path) -> None:
     assert cfg.s3_endpoint == "http://127.0.0.1:9000"
     assert cfg.kafka_bootstrap_servers == "127.0.0.1:9092"
     assert cfg.spark_master == "local[*]"
-    assert cfg.kafka.topics["raw"].partitions == 2
+    assert cfg.kafka.topics["raw"].partitions == 4
 
 
 def test_precedence_file_then_running_stack_then_env_then_cli(project: Path) -> None:

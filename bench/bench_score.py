@@ -3,12 +3,12 @@
 A clean-table-shaped Delta table of synthetic 32x32 colour PNGs is scored by the residual
 CNN (the model ``training.architecture: resnet`` trains) through ``spark_jobs.score``:
 Delta read, anti-join with what is scored, ``predict_batch_udf`` on 2 local cores, Delta
-MERGE. The job runs twice on fresh prediction tables; the first run pays for starting
+append. The job runs twice on fresh prediction tables; the first run pays for starting
 TensorFlow in Spark's Python workers and loading the model there (noted), the second, with
 both done (the workers keep loaded versions), is the figure: a long-lived session scoring
 each new micro-batch or table version. Baseline, same run:
 the same SavedModel signature over the same encoded images as numpy batches of the same
-size, in one process. Target: at least 0.7.
+size, in one process. Target: at least 0.8.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from bench.data import synthetic_overrides, synthetic_table
 from bench.harness import Context, Result
 from bench.serving_model import publish_untrained
 
-TARGET = 0.7
+TARGET = 0.8  # issue 14 (0.7 before)
 
 
 def run(ctx: Context) -> list[Result]:
@@ -66,6 +66,6 @@ def run(ctx: Context) -> list[Result]:
     notes = (f"{count} images 32x32x3, resnet (untrained weights), batch {batch}, local[2]; "
              f"cold first run {cold.rate:,.0f} img/s ({cold.seconds:.1f}s, includes TensorFlow start in "
              f"the Python workers and the model load)")
-    return [Result(benchmark="score", metric="images/s, dlpipe score (Delta in, MERGE out)", unit="img/s",
+    return [Result(benchmark="score", metric="images/s, dlpipe score (Delta in, Delta out)", unit="img/s",
                    value=warm.rate, baseline_name="in-process loop, same signature, numpy batches",
                    baseline_value=baseline, target_ratio=TARGET, notes=notes)]

@@ -6,11 +6,12 @@ Run with spark-submit (connector jars from ``dlpipe jars``)::
         --config conf/pipeline.yaml [--model NAME] [--version V] [--all]
 
 or as ``dlpipe score``. Without ``--version`` the model's serving version (newest promoted)
-scores. By default only rows this version has not scored yet are scored; ``--all`` scores
-every row again and replaces their predictions. Either way the table holds at most one row
-per (id, model, version): rows go in by a Delta MERGE on that key, so a re-run adds nothing
-twice. One scoring runs at a time per predictions table: a second ``dlpipe score`` fails at
-start naming the first (a lease next to the table, ``dlpipe/core/lease.py``).
+scores. By default only rows this version has not scored yet are scored (an anti-join with
+the table, then an append); ``--all`` scores every row again and replaces their predictions
+(a Delta MERGE on the key). Either way the table holds at most one row per (id, model,
+version), so a re-run adds nothing twice. One scoring runs at a time per predictions table:
+a second ``dlpipe score`` fails at start naming the first (a lease next to the table,
+``dlpipe/core/lease.py``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from spark_jobs.score.transforms import (
 )
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,6 @@ def ensure_table(spark: SparkSession, path: str) -> None:
 
 def score(spark: SparkSession, cfg: Config, *, model: str | None = None, version: int | None = None,
           rescore: bool = False) -> ScoreReport:
-    from delta.tables import DeltaTable
     from pyspark.ml.functions import predict_batch_udf
     from pyspark.sql import functions as F
 
@@ -107,18 +107,38 @@ def score(spark: SparkSession, cfg: Config, *, model: str | None = None, version
         return_type=output_type(), batch_size=cfg.scoring.batch_size)
     predictions = to_predictions(rows, udf("image"), model=model, version=version,
                                  scored_at=F.current_timestamp())
-    target = DeltaTable.forPath(spark, table)
-    merge = target.alias("t").merge(predictions.alias("s"), merge_condition(model=model))
-    if rescore:
-        merge = merge.whenMatchedUpdateAll()
-    with step(f"scoring the clean table with {model} version {version}"
-              f"{' (every row again)' if rescore else ' (rows not scored yet)'}"):
-        metrics = merge.whenNotMatchedInsertAll().execute().collect()[0]
+    what = " (every row again)" if rescore else " (rows not scored yet)"
+    with step(f"scoring the clean table with {model} version {version}{what}"):
+        scored = (_replace(spark, predictions, table, model) if rescore
+                  else _append(predictions, table))
     seconds = time.monotonic() - started
-    scored = metrics["num_inserted_rows"] + metrics["num_updated_rows"]
     total = (spark.read.format("delta").load(table)
              .where((F.col("model_name") == model) & (F.col("model_version") == version)).count())
     return ScoreReport(model, version, table, scored, total, seconds)
+
+
+def _append(predictions: DataFrame, table: str) -> int:
+    """New rows only (``unscored`` left out what this version scored): a plain append, one
+    pass with no join against the table. The lease keeps a second scoring out, so nothing
+    can score the same rows between the anti-join and this commit. Rows written: counted in
+    the same pass (an Observation; an empty append leaves no commit to ask)."""
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    written = Observation("scored")
+    predictions.observe(written, F.count(F.lit(1)).alias("rows")).write.format("delta") \
+        .mode("append").save(table)
+    return int(written.get["rows"])
+
+
+def _replace(spark: SparkSession, predictions: DataFrame, table: str, model: str) -> int:
+    """Every row again (``--all``): a MERGE on the key replaces this version's earlier rows."""
+    from delta.tables import DeltaTable
+
+    target = DeltaTable.forPath(spark, table)
+    merge = target.alias("t").merge(predictions.alias("s"), merge_condition(model=model))
+    metrics = merge.whenMatchedUpdateAll().whenNotMatchedInsertAll().execute().collect()[0]
+    return metrics["num_inserted_rows"] + metrics["num_updated_rows"]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

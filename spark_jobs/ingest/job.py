@@ -159,7 +159,7 @@ def ingest_metrics(spark: SparkSession, cfg: Config) -> Iterator[Any]:
     if not cfg.monitoring.enabled:
         yield None
         return
-    from dlpipe.core.telemetry import announced, serve_metrics
+    from dlpipe.core.telemetry import announced, serve_metrics, stop_metrics
     from spark_jobs.ingest.metrics import IngestMetrics, make_listener
 
     metrics = IngestMetrics(cfg.ingest.query_name)
@@ -174,8 +174,7 @@ def ingest_metrics(spark: SparkSession, cfg: Config) -> Iterator[Any]:
             yield metrics
     finally:
         spark.streams.removeListener(listener)
-        server.shutdown()
-        server.server_close()
+        stop_metrics(server)
 
 
 def _await(spark: SparkSession, cfg: Config, *, once: bool, running: list[StreamingQuery],

@@ -4,8 +4,9 @@ Per batch: one pass over the Kafka rows decodes every image into a cached frame 
 the reason counts and the event-time range; de-duplication works on a narrow frame (ids and
 Kafka coordinates) against the clean table's ids within ``ingest.dedupe_horizon_days``
 (partition-pruned by ``event_date``, so its cost does not grow with the table); then
-quarantine (if any), clean (if any) and accounting are appended from the cache, one Delta
-commit each. Whether a table exists is asked of its log only until it does.
+quarantine (if any), clean (if any) and accounting are appended from the cache at once, one
+Delta commit each, in threads of the driver (dlpipe.core.parallel). Whether a table exists
+is asked of its log only until it does.
 
 Every decision depends only on the batch's own rows and on what earlier batches wrote, so
 a batch replayed after a crash decides exactly as its first attempt did; Delta's idempotent
@@ -26,6 +27,7 @@ from dlpipe.contract.record import BATCH_COLUMNS, Reason
 from dlpipe.core.config import Config
 from dlpipe.core.delta_io import append_once, read_if_exists, table_exists
 from dlpipe.core.faults import fault_point
+from dlpipe.core.parallel import run_together
 from spark_jobs.ingest import transforms as T
 from spark_jobs.ingest.images import ImageLimits, make_inspect_udf
 
@@ -39,6 +41,34 @@ def image_limits(cfg: Config) -> ImageLimits:
     i = cfg.ingest.image
     return ImageLimits(tuple(f.upper() for f in i.formats), i.max_pixels, i.max_bytes,
                        i.target_width, i.target_height, i.target_channels)
+
+
+@dataclass
+class _BatchRun:
+    """One micro-batch's identity, clock and step times (for its log line)."""
+
+    spark: SparkSession
+    batch_id: int
+    app_id: str
+    started: float = field(default_factory=time.monotonic)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    phases: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._mark = self.started
+
+    def lap(self, name: str) -> None:
+        """The seconds since the last lap, as step ``name``; then its fault point."""
+        now = time.monotonic()
+        self.phases[name] = round(now - self._mark, 2)
+        self._mark = now
+        fault_point(f"after_{name}")  # the fault tests' hook (dlpipe.core.faults)
+
+    def committed(self, name: str) -> None:
+        """After a commit (``write_*``) landed, in its own thread: its fault point."""
+        if name.startswith("write_"):
+            fault_point(f"after_{name}")
 
 
 @dataclass
@@ -69,74 +99,87 @@ class IngestSink:
         return self._app_id
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        from pyspark.sql import functions as F
-
-        spark = batch.sparkSession
-        started, started_at = time.monotonic(), datetime.now(UTC)
-        app_id = self.app_id()
-        ingest, tables = self.cfg.ingest, self.cfg.tables
-        phases: dict[str, float] = {}
-        mark = time.monotonic()
-
-        def lap(name: str) -> None:
-            nonlocal mark
-            now = time.monotonic()
-            phases[name] = round(now - mark, 2)
-            mark = now
-            fault_point(f"after_{name}")  # the fault tests' hook (dlpipe.core.faults)
-
+        run = _BatchRun(batch.sparkSession, batch_id, self.app_id())
+        ingest = self.cfg.ingest
         # The one wide frame: every image is decoded once, here, and read from the cache after.
-        classified = T.classify(T.parse(batch, ingest), ingest, self._inspect, now=started_at).persist()
-        flags = None
+        classified = T.classify(T.parse(batch, ingest), ingest, self._inspect,
+                                now=run.started_at).persist()
         try:
-            reasons, batch_newest, oldest_date = T.batch_summary(classified)
-            lap("classify")
-            newest = _max(self._newest_before(spark, app_id, batch_id), batch_newest)
+            summary = T.batch_summary(classified)
+            run.lap("classify")
+            newest = _max(self._newest_before(run.spark, run.app_id, batch_id), summary.newest)
             watermark = newest - timedelta(seconds=ingest.watermark_delay_s) if newest else None
-            lap("watermark")
+            run.lap("watermark")
             marked = T.mark_late(classified, watermark)
-            flags, duplicates, written = self._dedupe(spark, marked, reasons, oldest_date)
-            candidates_n = reasons.pop(None, 0)
-            lap("dedupe")
-
-            if reasons or not self._exists(spark, tables.quarantine):
-                # A batch with nothing to quarantine needs no commit (a replay has none either).
-                self._append(T.quarantine_rows(marked, batch_id), tables.quarantine, app_id,
-                             batch_id, ["ingest_date"])
-            lap("write_quarantine")
-            if written or not self._exists(spark, tables.clean):
-                # Likewise for clean rows: an all-duplicate batch (a re-sent topic) must not
-                # add a Delta version, or every downstream export would see "new" data.
-                keep = F.broadcast(flags.where("NOT is_duplicate AND NOT already_written").select(
-                    "kafka_partition", "kafka_offset")) if flags is not None else None
-                rows = T.clean_rows(marked, ingest, batch_id)
-                rows = rows.join(keep, ["kafka_partition", "kafka_offset"], "left_semi") \
-                    if keep is not None else rows
-                self._append(rows, tables.clean, app_id, batch_id, ["event_date"])
-            lap("write_clean")
+            self._dedupe_and_commit(run, marked, summary, newest, watermark)
+            run.lap("writes")
         finally:
-            if flags is not None:
-                flags.unpersist()
             classified.unpersist()
 
-        stats = {
-            "app_id": app_id, "batch_id": batch_id, "rows_in": candidates_n + sum(reasons.values()),
-            "clean": candidates_n - duplicates, "quarantined": sum(reasons.values()),
-            "duplicates": duplicates, "reasons": dict(sorted(reasons.items())),
-            "max_event_time": newest, "watermark": watermark, "started_at": started_at,
-            "seconds": round(time.monotonic() - started, 3),
-        }
-        row = spark.createDataFrame([{**stats, "query_name": ingest.query_name}], BATCH_COLUMNS)
-        self._append(row, tables.ingest_batches, app_id, batch_id, [])
+        stats = run.stats
         self._last = (batch_id, newest)
-        lap("write_accounting")
+        # The batch's whole time, commits included, for the log, metrics and benches.
+        stats["seconds"] = seconds = round(time.monotonic() - run.started, 3)
         self.batches.append(stats)
         if self.on_batch is not None:
             self.on_batch(stats)
-        seconds = stats["seconds"]
-        log.info(json.dumps({"event": "ingest_batch", **stats, "phase_seconds": phases,
+        log.info(json.dumps({"event": "ingest_batch", **stats, "phase_seconds": run.phases,
                              "rows_per_s": round(stats["rows_in"] / seconds, 1) if seconds else None},
                             default=_json_default))
+
+    def _dedupe_and_commit(self, run: _BatchRun, marked: DataFrame, summary: T.BatchSummary,
+                           newest: datetime | None, watermark: datetime | None) -> None:
+        """De-duplicate the clean candidates, then commit quarantine, clean and accounting
+        rows together; fills ``run.stats``.
+
+        The three commits go to three tables and depend on nothing but the rows decided
+        here, so they run at once (dlpipe.core.parallel): the quarantine commit and the
+        one-row accounting append ride in the clean write's shadow instead of after it. Each
+        is idempotent by (app id, batch id), so a crash between any two leaves what a replay
+        completes (tests/integration/test_ingest.py).
+        """
+        from pyspark.sql import functions as F
+
+        ingest, tables, batch_id, app_id = self.cfg.ingest, self.cfg.tables, run.batch_id, run.app_id
+        reasons = dict(summary.reasons)
+        flags, duplicates, written = self._dedupe(run.spark, marked, reasons, summary.oldest_date)
+        try:
+            candidates_n = reasons.pop(None, 0)
+            run.lap("dedupe")
+            commits: dict[str, Callable[[], None]] = {}
+            if reasons or not self._exists(run.spark, tables.quarantine):
+                # A batch with nothing to quarantine needs no commit (a replay has none either).
+                commits["write_quarantine"] = lambda: self._append(
+                    T.quarantine_rows(marked, batch_id), tables.quarantine, app_id, batch_id,
+                    ["ingest_date"])
+            if written or not self._exists(run.spark, tables.clean):
+                # Likewise for clean rows: an all-duplicate batch (a re-sent topic) must not
+                # add a Delta version, or every downstream export would see "new" data.
+                rows = T.clean_rows(marked, ingest, batch_id)
+                if flags is not None:
+                    keep = flags.where("NOT is_duplicate AND NOT already_written").select(
+                        "kafka_partition", "kafka_offset")
+                    rows = rows.join(F.broadcast(keep), ["kafka_partition", "kafka_offset"],
+                                     "left_semi")
+                commits["write_clean"] = lambda: self._append(rows, tables.clean, app_id,
+                                                              batch_id, ["event_date"])
+            run.stats = {
+                "app_id": app_id, "batch_id": batch_id,
+                "rows_in": candidates_n + sum(reasons.values()),
+                "clean": candidates_n - duplicates, "quarantined": sum(reasons.values()),
+                "duplicates": duplicates, "reasons": dict(sorted(reasons.items())),
+                "max_event_time": newest, "watermark": watermark, "started_at": run.started_at,
+                # In the table: up to the commits, which run together with this row's own.
+                "seconds": round(time.monotonic() - run.started, 3),
+            }
+            row = run.spark.createDataFrame([{**run.stats, "query_name": ingest.query_name}],
+                                            BATCH_COLUMNS)
+            commits["write_accounting"] = lambda: self._append(row, tables.ingest_batches, app_id,
+                                                               batch_id, [])
+            run.phases.update(run_together(commits, after=run.committed))
+        finally:
+            if flags is not None:
+                flags.unpersist()
 
     def _dedupe(self, spark: SparkSession, marked: DataFrame, reasons: dict[str | None, int],
                 oldest: date | None) -> tuple[DataFrame | None, int, int]:

@@ -126,9 +126,9 @@ def test_a_record_stamped_ahead_of_the_ingest_clock_cannot_move_the_watermark(sp
     [row] = T.quarantine_rows(df, 0).collect()
     assert (row.id, row.reason_code) == ("d-poison", Reason.FUTURE_EVENT_TIME)
     assert "ahead of the ingest clock" in row.reason_detail, row.reason_detail
-    reasons, newest, _ = T.batch_summary(df)
-    assert reasons == {None: 1, str(Reason.FUTURE_EVENT_TIME): 1}
-    assert newest == NOW.replace(tzinfo=None), "only accepted records move the watermark"
+    summary = T.batch_summary(df)
+    assert summary.reasons == {None: 1, str(Reason.FUTURE_EVENT_TIME): 1}
+    assert summary.newest == NOW.replace(tzinfo=None), "only accepted records move the watermark"
     within = T.classify(T.parse(spark.createDataFrame(rows[1:], KAFKA_DDL), ingest), ingest,
                         inspect_udf, now=NOW - timedelta(seconds=ingest.max_future_skew_s - 60))
     assert T.quarantine_rows(within, 0).count() == 0, "inside the allowed skew is clean"
@@ -138,11 +138,12 @@ def test_batch_summary_counts_reasons_and_bounds_clean_event_times(spark):
     rows = [("a", None, datetime(2026, 11, 20, 23, 0)), ("b", None, datetime(2026, 11, 22, 1, 0)),
             ("c", "NOT_JSON", datetime(2026, 11, 1, 0, 0)), ("d", "NOT_JSON", None)]
     df = spark.createDataFrame(rows, "id STRING, reason_code STRING, event_time TIMESTAMP")
-    reasons, newest, oldest = T.batch_summary(df)
-    assert reasons == {None: 2, "NOT_JSON": 2}
-    assert newest == datetime(2026, 11, 22, 1, 0)
-    assert oldest == date(2026, 11, 20), "quarantined rows do not widen the range"
-    assert T.batch_summary(df.where("reason_code IS NOT NULL"))[1:] == (None, None)
+    summary = T.batch_summary(df)
+    assert summary.reasons == {None: 2, "NOT_JSON": 2}
+    assert summary.newest == datetime(2026, 11, 22, 1, 0)
+    assert summary.oldest_date == date(2026, 11, 20), "quarantined rows do not widen the range"
+    none = T.batch_summary(df.where("reason_code IS NOT NULL"))
+    assert (none.newest, none.oldest_date) == (None, None)
 
 
 def test_the_horizon_prunes_partitions_and_still_finds_ids_inside_it(spark, tmp_path):

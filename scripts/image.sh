@@ -119,9 +119,17 @@ build_image() {
     uv_cache=(--volume "$dir:/root/.cache/uv" --build-arg UV_NO_CACHE=0)
   fi
   say "building $IMAGE with buildah on $BASE (first time: several minutes)"
-  buildah build --quiet --format docker --layers "${RUNTIME_ARGS[@]}" --network host \
+  # --force-rm: a failed build (a full disk) left its working containers behind, 10 GB of
+  # them here, which made the next attempt fail the same way.
+  if ! buildah build --quiet --format docker --layers --force-rm "${RUNTIME_ARGS[@]}" --network host \
     --build-arg PYTHON_IMAGE="$BASE" "${uv_cache[@]}" --label "$LABEL=$want" \
-    --tag "$IMAGE" "$@" . >/dev/null
+    --tag "$IMAGE" "$@" . >/dev/null; then
+    local root free
+    root=$(buildah info --format '{{.store.GraphRoot}}' 2>/dev/null || echo /var/lib/containers)
+    free=$(df -Pk "$root" | awk 'NR == 2 { printf "%.1f", $4 / 1048576 }')
+    die "buildah could not build $IMAGE (the error is above; ${free} GB free in $root, a build without cached layers needs about 12 GB)" \
+      "if it says 'no space left on device': scripts/image.sh prune (old builds' layers), then build again"
+  fi
   say "built $IMAGE"
 }
 

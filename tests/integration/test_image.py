@@ -121,3 +121,18 @@ def test_dlpipe_serve_in_the_image_answers_a_prediction(image, cfg, tmp_path):
         assert answer.json()["predictions"][0]["class_name"] == "image"
         status = httpx.get(f"{url}/v1/models/{model}").json()
         assert status["model_version_status"][0]["state"] == "AVAILABLE"
+
+
+def test_a_build_that_fails_says_how_much_room_there_is_and_the_fix(image):
+    """A build that died of a full disk left only buildah's own error and its working
+    containers (10 GB). Now the script names the room where layers live and the fix; an
+    argument buildah refuses fails the build at once, the way a full disk fails it later."""
+    before = subprocess.run(["buildah", "containers", "-q"], capture_output=True, text=True).stdout
+    failed = subprocess.run([IMAGE_SH, "build", "--no-such-buildah-flag"], capture_output=True,
+                            text=True, cwd=ROOT, timeout=300)
+    assert failed.returncode == 1, failed.stderr
+    assert f"image: error: buildah could not build {image}" in failed.stderr, failed.stderr
+    assert " GB free in " in failed.stderr and "fix: if it says 'no space left on device': " \
+        "scripts/image.sh prune" in failed.stderr, failed.stderr
+    after = subprocess.run(["buildah", "containers", "-q"], capture_output=True, text=True).stdout
+    assert after == before, "a failed build left working containers"

@@ -22,30 +22,16 @@ from bench.harness import Context, Result
 TARGET = 0.7
 
 
-def _topic_cfg(ctx: Context, tag: str):
-    from bench.data import ingest_run_overrides
-    from dlpipe.core.config import with_overrides
-    from dlpipe.localstack.provision import ensure_topics
-
-    run = f"{tag}-{uuid.uuid4().hex[:8]}"
-    cfg = with_overrides(ctx.cfg, {
-        **ingest_run_overrides(ctx.cfg, run),
-        "ingest.max_offsets_per_trigger": 20000,
-    })
-    ensure_topics(cfg)
-    return cfg, run
-
-
-def _round_cfg(topic_cfg, tag: str):
-    """Tables, checkpoint and query of a round's own, on the shared topic."""
+def _run_cfg(base, tag: str, topic: str | None = None):
+    """A run's own topic (or ``topic``), tables, checkpoint and query."""
     from bench.data import ingest_run_overrides
     from dlpipe.core.config import with_overrides
 
     run = f"{tag}-{uuid.uuid4().hex[:8]}"
-    return with_overrides(topic_cfg, {
-        **ingest_run_overrides(topic_cfg, run),
-        "kafka.topics.raw.name": topic_cfg.kafka.topics["raw"].name,
-    }), run
+    overrides = {**ingest_run_overrides(base, run), "ingest.max_offsets_per_trigger": 20000}
+    if topic is not None:
+        overrides["kafka.topics.raw.name"] = topic
+    return with_overrides(base, overrides), run
 
 
 def _fill(cfg, count: int) -> None:
@@ -88,11 +74,14 @@ def run(ctx: Context) -> list[Result]:
     count = 5_000 if ctx.quick else 20_000
     spark = get_spark(ctx.cfg, app_name="dlpipe-bench-ingest", master="local[2]",
                       extra_conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2"})
-    topic, _ = _topic_cfg(ctx, "ingest")
-    _fill(topic, count)
+    from dlpipe.localstack.provision import ensure_topics
+
+    filled, _ = _run_cfg(ctx.cfg, "ingest")
+    ensure_topics(filled)
+    _fill(filled, count)
     copies, ingests = [], []
     for round_ in ("warm", "m1", "m2", "m3"):
-        cfg, run_id = _round_cfg(topic, round_)
+        cfg, run_id = _run_cfg(ctx.cfg, round_, topic=filled.kafka.topics["raw"].name)
         copy_s, ingest_s = plain_copy(spark, cfg, run_id), full_ingest(spark, cfg)
         if round_ != "warm":
             copies.append(copy_s)

@@ -53,7 +53,6 @@ class _BatchRun:
     started: float = field(default_factory=time.monotonic)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     phases: dict[str, float] = field(default_factory=dict)
-    stats: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._mark = self.started
@@ -65,10 +64,10 @@ class _BatchRun:
         self._mark = now
         fault_point(f"after_{name}")  # the fault tests' hook (dlpipe.core.faults)
 
-    def committed(self, name: str) -> None:
-        """After a commit (``write_*``) landed, in its own thread: its fault point."""
-        if name.startswith("write_"):
-            fault_point(f"after_{name}")
+    @staticmethod
+    def committed(name: str) -> None:
+        """After a commit landed, in its own thread: its fault point."""
+        fault_point(f"after_{name}")
 
 
 @dataclass
@@ -111,12 +110,11 @@ class IngestSink:
             watermark = newest - timedelta(seconds=ingest.watermark_delay_s) if newest else None
             run.lap("watermark")
             marked = T.mark_late(classified, watermark)
-            self._dedupe_and_commit(run, marked, summary, newest, watermark)
+            stats = self._dedupe_and_commit(run, marked, summary, newest, watermark)
             run.lap("writes")
         finally:
             classified.unpersist()
 
-        stats = run.stats
         self._last = (batch_id, newest)
         # The batch's whole time, commits included, for the log, metrics and benches.
         stats["seconds"] = seconds = round(time.monotonic() - run.started, 3)
@@ -128,9 +126,9 @@ class IngestSink:
                             default=_json_default))
 
     def _dedupe_and_commit(self, run: _BatchRun, marked: DataFrame, summary: T.BatchSummary,
-                           newest: datetime | None, watermark: datetime | None) -> None:
+                           newest: datetime | None, watermark: datetime | None) -> dict[str, Any]:
         """De-duplicate the clean candidates, then commit quarantine, clean and accounting
-        rows together; fills ``run.stats``.
+        rows together; returns the batch's accounting figures.
 
         The three commits go to three tables and depend on nothing but the rows decided
         here, so they run at once (dlpipe.core.parallel): the quarantine commit and the
@@ -163,7 +161,7 @@ class IngestSink:
                                      "left_semi")
                 commits["write_clean"] = lambda: self._append(rows, tables.clean, app_id,
                                                               batch_id, ["event_date"])
-            run.stats = {
+            stats = {
                 "app_id": app_id, "batch_id": batch_id,
                 "rows_in": candidates_n + sum(reasons.values()),
                 "clean": candidates_n - duplicates, "quarantined": sum(reasons.values()),
@@ -172,11 +170,12 @@ class IngestSink:
                 # In the table: up to the commits, which run together with this row's own.
                 "seconds": round(time.monotonic() - run.started, 3),
             }
-            row = run.spark.createDataFrame([{**run.stats, "query_name": ingest.query_name}],
+            row = run.spark.createDataFrame([{**stats, "query_name": ingest.query_name}],
                                             BATCH_COLUMNS)
             commits["write_accounting"] = lambda: self._append(row, tables.ingest_batches, app_id,
                                                                batch_id, [])
             run.phases.update(run_together(commits, after=run.committed))
+            return stats
         finally:
             if flags is not None:
                 flags.unpersist()

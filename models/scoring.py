@@ -1,8 +1,9 @@
 """The model as a batch function for Spark's ``predict_batch_udf``: loaded once per worker.
 
-``predict_batch_udf`` calls ``make_predict_fn()`` once per Python worker and caches the
-function it returns, so each worker copies the version from the model store (atomically, into
-the local model folder shared by every worker on the machine) and loads it once. The function
+``predict_batch_udf`` calls ``make_predict_fn()`` in each Python worker, once per UDF; the
+factory keeps loaded versions in this module, so a worker copies a version from the model store
+(atomically, into the local model folder shared by every worker on the machine) and loads it
+once, for every task and every later scoring run it serves. The function
 runs the SavedModel's bytes signature, which decodes with ``models.preprocess.decode_images``:
 the same preprocessing as training and serving.
 """
@@ -10,6 +11,7 @@ the same preprocessing as training and serving.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -62,14 +64,22 @@ def load_predict_fn(cfg: Config, *, model: str, version: int, threads: int = 0
 
 
 def make_predict_fn(cfg: Config, *, model: str, version: int, threads: int) -> Callable[[], Any]:
-    """What ``predict_batch_udf`` takes: a picklable factory, run on the workers."""
+    """What ``predict_batch_udf`` takes: a picklable factory, run on the workers.
 
-    def make() -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-        key = (cfg.s3_endpoint, cfg.buckets.models, model, version)
-        if key not in _LOADED:
-            while len(_LOADED) >= _KEEP:
-                _LOADED.pop(next(iter(_LOADED)))
-            _LOADED[key] = load_predict_fn(cfg, model=model, version=version, threads=threads)
-        return _LOADED[key]
+    A ``partial`` of the module-level ``cached_predict_fn``, not a closure: Spark pickles a
+    closure by value with a fresh copy of the globals it names, so a closure's ``_LOADED``
+    would be an empty dict in every task and each task would load the model again (about a
+    second each). A module-level function is pickled by name and finds this module's cache.
+    """
+    return partial(cached_predict_fn, cfg, model=model, version=version, threads=threads)
 
-    return make
+
+def cached_predict_fn(cfg: Config, *, model: str, version: int, threads: int
+                      ) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """This process's loaded version, loading it on first use (at most ``_KEEP`` kept)."""
+    key = (cfg.s3_endpoint, cfg.buckets.models, model, version)
+    if key not in _LOADED:
+        while len(_LOADED) >= _KEEP:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = load_predict_fn(cfg, model=model, version=version, threads=threads)
+    return _LOADED[key]

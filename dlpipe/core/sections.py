@@ -272,8 +272,11 @@ class DriftConfig(_Section):
 class ScoringConfig(_Section):
     """``dlpipe score``: batch inference over the clean table into ``tables.predictions``."""
     model: str | None = None              # None: training.model_name
-    batch_size: int = 256
+    batch_size: int = Field(default=256, ge=1)
     tf_threads: int = 1                   # per Spark task; tasks already run in parallel
+    # Rows per Arrow batch Spark hands a Python worker: bounds the worker's memory (a batch of
+    # large photos is rows x image bytes) and how long the first predict call waits.
+    arrow_batch_rows: int = Field(default=2048, ge=1)
 
 
 class SparkConfig(_Section):

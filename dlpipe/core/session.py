@@ -17,10 +17,11 @@ the static conf: only the s3a settings it lacks are filled in, as session conf. 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -194,6 +195,21 @@ def get_spark(
         session = builder.getOrCreate()
     _check_connectors(session)
     return session
+
+
+@contextlib.contextmanager
+def session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    """``key`` set to ``value`` for the block, then back to what it was (or unset): a job's
+    own setting without changing the caller's session (a notebook's, a streaming driver's)."""
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)
 
 
 def _jvm_has_s3_env() -> bool:

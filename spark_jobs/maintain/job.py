@@ -26,13 +26,14 @@ import argparse
 import contextlib
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from dlpipe.core.args import add_config_args, config_from_args, run_main
 from dlpipe.core.config import Config
 from dlpipe.core.progress import step
+from dlpipe.core.session import session_conf
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -44,20 +45,6 @@ log = logging.getLogger(__name__)
 DELTA_SAFE_HOURS = 168  # Delta refuses a shorter VACUUM retention unless told otherwise
 CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 MAX_FILE_SIZE = "spark.databricks.delta.optimize.maxFileSize"  # OPTIMIZE's bin size, bytes
-
-
-@contextlib.contextmanager
-def session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
-    """``key`` set to ``value`` for the block, then back to what it was (or unset)."""
-    previous = spark.conf.get(key, None)
-    spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        if previous is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, previous)
 
 
 def kept_manifests(cfg: Config, now: datetime) -> list[Manifest]:

@@ -27,6 +27,7 @@ from dlpipe.core.args import add_config_args, config_from_args, run_main
 from dlpipe.core.config import Config
 from dlpipe.core.errors import DlpipeError
 from dlpipe.core.progress import step
+from dlpipe.core.session import session_conf
 from spark_jobs.score.transforms import (
     merge_condition,
     output_type,
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
+
+ARROW_BATCH_ROWS = "spark.sql.execution.arrow.maxRecordsPerBatch"
 
 
 
@@ -76,8 +79,14 @@ def resolve_version(cfg: Config, model: str, version: int | None) -> int:
 
 
 def ensure_table(spark: SparkSession, path: str) -> None:
+    """Create the predictions table on first use. ``createIfNotExists`` resolves and checks the
+    whole definition even when the table is there, so an existing table is only looked up."""
     from delta.tables import DeltaTable
 
+    from dlpipe.core.delta_io import table_exists
+
+    if table_exists(spark, path):
+        return
     (DeltaTable.createIfNotExists(spark).location(path)
      .addColumns(predictions_schema()).partitionedBy("model_name").execute())
 
@@ -108,7 +117,8 @@ def score(spark: SparkSession, cfg: Config, *, model: str | None = None, version
     predictions = to_predictions(rows, udf("image"), model=model, version=version,
                                  scored_at=F.current_timestamp())
     what = " (every row again)" if rescore else " (rows not scored yet)"
-    with step(f"scoring the clean table with {model} version {version}{what}"):
+    with step(f"scoring the clean table with {model} version {version}{what}"), \
+            session_conf(spark, ARROW_BATCH_ROWS, str(cfg.scoring.arrow_batch_rows)):
         scored = (_replace(spark, predictions, table, model) if rescore
                   else _append(predictions, table))
     seconds = time.monotonic() - started

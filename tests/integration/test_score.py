@@ -86,3 +86,15 @@ def test_a_model_without_the_bytes_signature_is_named_not_a_keyerror(cfg, tmp_pa
     with pytest.raises(DlpipeError, match=r"has no 'serving_bytes' signature \(it has serving_default\)"):
         load_predict_fn(with_overrides(cfg, {"serving.model_dir": str(tmp_path / "models")}),
                         model=model, version=version, threads=1)
+
+
+def test_arrow_batch_rows_from_config_scores_every_row_and_leaves_the_session_as_it_was(
+        scored, spark, served_model):
+    """Arrow batches of 5 rows (each predict call gets at most 5 of its 256): every row is still
+    scored once, and the session's own Arrow batch size is back afterwards."""
+    key = score_job.ARROW_BATCH_ROWS
+    before = spark.conf.get(key, None)
+    cfg = with_overrides(served_model, {"scoring.arrow_batch_rows": 5})
+    again = score_job.score(spark, cfg, rescore=True)
+    assert again.scored == again.total == scored.total
+    assert spark.conf.get(key, None) == before

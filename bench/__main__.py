@@ -10,12 +10,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.cleanup import drop_everything, reclaim_disk
 from bench.harness import Context, Result, write_reports
 from dlpipe.cli.main import provide_jars
 from dlpipe.core import logs
 from dlpipe.core.config import load_config
 from dlpipe.core.progress import step
-from dlpipe.localstack.stack import running_stack
+from dlpipe.localstack.stack import Stack, running_stack
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
                         f"{', '.join(ON_REQUEST)} only when named)")
     parser.add_argument("--quick", action="store_true", help="smaller inputs, fewer repeats")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="report folder")
+    parser.add_argument("--keep-data", action="store_true",
+                        help="keep what the benchmarks wrote to the bench stack (tables, shards, "
+                        "models, topics); by default a run that succeeds drops all of it, earlier "
+                        "runs' included")
     args = parser.parse_args(argv)
     logs.setup()  # each benchmark's start and end, and the stack's, as the CLI shows them
     names = args.names or discover()
@@ -51,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             with step(f"benchmark {name}"):
                 results.extend(importlib.import_module(f"bench.{name}").run(ctx))
+        # After a run that worked (a failed run's data stays to look at; the next run drops it).
+        if not args.keep_data:
+            with step("dropping the benchmarks' data from the bench stack"):
+                drop_everything(stack.cfg)
+    # A stack that was running before keeps running and reclaims on its own.
+    if not args.keep_data and not Stack.from_config(cfg).healthy():
+        freed = reclaim_disk(cfg.stack.state_dir)
+        log.info(f"freed {freed / 2**20:,.0f} MB the stopped bench stack had only marked deleted")
     json_path, md_path = write_reports(results, args.out)
     print(md_path.read_text())
     log.info(f"results: {json_path} and {md_path}")

@@ -199,22 +199,13 @@ def check_accounting(cfg, produced: int, by_kind: dict[str, int]) -> dict[str, i
 
 def cleanup(cfg, run: str) -> None:
     """Deletes the run's objects (tables, checkpoint, datasets, model) and its topic."""
-    from confluent_kafka.admin import AdminClient
+    from bench.cleanup import drop_prefixes
 
-    from dlpipe.core.s3 import s3_client
-
-    client = s3_client(cfg)
-    for bucket, prefix in ((cfg.buckets.lake, f"bench/scale-{run}/"),
-                           (cfg.buckets.checkpoints, f"bench/scale-{run}/"),
-                           (cfg.buckets.datasets, f"bench-scale-{run}"),
-                           (cfg.buckets.models, f"bench-scale-{run}/")):
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            for i in range(0, len(keys), 1000):
-                client.delete_objects(Bucket=bucket, Delete={"Objects": keys[i:i + 1000]})
-    admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap_servers})
-    for fut in admin.delete_topics([cfg.kafka.topics["raw"].name]).values():
-        fut.result(timeout=60)
+    drop_prefixes(cfg, [(cfg.buckets.lake, f"bench/scale-{run}/"),
+                        (cfg.buckets.checkpoints, f"bench/scale-{run}/"),
+                        (cfg.buckets.datasets, f"bench-scale-{run}"),
+                        (cfg.buckets.models, f"bench-scale-{run}/")],
+                  [cfg.kafka.topics["raw"].name])
 
 
 def run(ctx: Context) -> list[Result]:

@@ -17,18 +17,23 @@ log = logging.getLogger(__name__)
 BENCH_TOPICS = "bench."  # every benchmark names its topics bench.<what>.<run>
 
 
-def drop_prefixes(cfg: Any, prefixes: list[tuple[str, str]], topics: list[str]) -> int:
-    """Deletes the objects under each (bucket, prefix) and the named topics; returns objects
-    deleted."""
+def _admin(cfg: Any) -> Any:
     from confluent_kafka.admin import AdminClient
 
+    return AdminClient({"bootstrap.servers": cfg.kafka_bootstrap_servers})
+
+
+def drop_prefixes(cfg: Any, prefixes: list[tuple[str, str]], topics: list[str], *,
+                  admin: Any = None) -> int:
+    """Deletes the objects under each (bucket, prefix) and the named topics; returns objects
+    deleted."""
     from dlpipe.core.s3 import delete_keys, list_keys, s3_client
 
     client = s3_client(cfg)
     deleted = sum(delete_keys(client, bucket, list_keys(client, bucket, prefix))
                   for bucket, prefix in prefixes)
     if topics:
-        admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap_servers})
+        admin = admin or _admin(cfg)  # held until the futures resolve: a dropped client cancels them
         for future in admin.delete_topics(topics).values():
             future.result(timeout=60)
     return deleted
@@ -36,11 +41,10 @@ def drop_prefixes(cfg: Any, prefixes: list[tuple[str, str]], topics: list[str]) 
 
 def drop_everything(cfg: Any) -> None:
     """Empties every bucket of the bench stack and deletes its benchmarks' topics."""
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap_servers})
+    admin = _admin(cfg)
     topics = [t for t in admin.list_topics(timeout=30).topics if t.startswith(BENCH_TOPICS)]
-    deleted = drop_prefixes(cfg, [(bucket, "") for bucket in cfg.buckets.names()], topics)
+    deleted = drop_prefixes(cfg, [(bucket, "") for bucket in cfg.buckets.names()], topics,
+                            admin=admin)
     log.info(f"dropped the benchmarks' data: {deleted:,} objects, {len(topics)} topics "
              "(python -m bench --keep-data keeps them)")
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from dlpipe.core.args import add_config_args, config_from_args, run_main
 from dlpipe.core.config import Config
+from dlpipe.core.delta_io import table_exists
 from dlpipe.core.errors import DlpipeError
 from dlpipe.core.progress import step
 from dlpipe.core.session import session_conf
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ARROW_BATCH_ROWS = "spark.sql.execution.arrow.maxRecordsPerBatch"
-
 
 
 @dataclass(frozen=True)
@@ -83,8 +83,6 @@ def ensure_table(spark: SparkSession, path: str) -> None:
     whole definition even when the table is there, so an existing table is only looked up."""
     from delta.tables import DeltaTable
 
-    from dlpipe.core.delta_io import table_exists
-
     if table_exists(spark, path):
         return
     (DeltaTable.createIfNotExists(spark).location(path)
@@ -102,8 +100,6 @@ def score(spark: SparkSession, cfg: Config, *, model: str | None = None, version
     version = resolve_version(cfg, model, version)
     table = cfg.tables.predictions
     started = time.monotonic()
-    from dlpipe.core.delta_io import table_exists
-
     if not table_exists(spark, cfg.tables.clean):
         raise DlpipeError(f"there is no clean table to score at {cfg.tables.clean}",
                           fix="dlpipe ingest --once (or set tables.clean to the table to score)")

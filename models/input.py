@@ -6,12 +6,18 @@ workers read every record exactly once per epoch. Shards stream through ``ShardC
 parallel interleave; records are shuffled, then batched *before* parsing and decoding so
 those run once per batch. Shard order is reshuffled each epoch from ``seed``.
 
+When a worker's share of a split fits in ``memory_cache_mb`` as uint8 pixels, the first pass
+decodes it into an in-memory ``tf.data`` cache and later epochs only shuffle, batch and scale:
+decoding then costs once per run instead of once per epoch, so the model, not the PNG decoder,
+sets the pace on a fast CPU. Larger shares stream and decode every epoch as before.
+
 With ``tf.distribute`` pass ``InputContext.input_pipeline_id`` / ``num_input_pipelines``
 as ``worker``/``workers``: the dataset turns auto-sharding off because it shards itself.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -55,7 +61,7 @@ def make_dataset(
     worker: int = 0, workers: int = 1, epochs: int | None = 1, shuffle: bool = True,
     shuffle_buffer: int = 10_000, seed: int = 0, augment: bool = False,
     drop_remainder: bool = False, include_id: bool = False, prefetch_shards: int = 2,
-    cycle_length: int = 4, record_sharding: bool = False,
+    cycle_length: int = 4, record_sharding: bool = False, memory_cache_mb: float = 0,
 ) -> Any:
     """Batches of ``(images, labels)`` (or ``(images, labels, ids)``) for one worker.
 
@@ -63,10 +69,11 @@ def make_dataset(
     boundary, so each epoch holds each of this worker's records exactly once.
     ``record_sharding`` lets a split with fewer shards than workers (a small validation
     split) be read whole by every worker, which then keeps every ``workers``-th record.
+    ``memory_cache_mb`` > 0 keeps the decoded share in memory when it fits (see the module).
     """
     import tensorflow as tf
 
-    from models.preprocess import augment_images, decode_images
+    from models.preprocess import augment_images, decode_pixels, scale_pixels
 
     split_shards = len(manifest.shards_of(split))
     by_record = record_sharding and split_shards < workers
@@ -74,38 +81,59 @@ def make_dataset(
             else worker_shards(manifest, split, worker=worker, workers=workers))
     image = manifest.image
     spec = feature_spec(manifest)
+    in_memory = 0 < share_bytes(manifest, split, worker=worker, workers=workers,
+                                by_record=by_record) <= memory_cache_mb * (1 << 20)
 
-    def files(epoch: int) -> Iterator[str]:
-        yield from cache.stream(shard_order(mine, epoch=epoch, seed=seed, shuffle=shuffle),
-                                ahead=prefetch_shards)
+    passes = itertools.count()  # tf.data calls ``files`` again for every pass (epoch)
 
-    def one_epoch(epoch: Any) -> Any:
-        paths = tf.data.Dataset.from_generator(
-            files, args=(epoch,), output_signature=tf.TensorSpec((), tf.string))
-        records = paths.interleave(
-            lambda p: tf.data.TFRecordDataset(p, buffer_size=1 << 20),
-            cycle_length=min(cycle_length, len(mine)), num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=not shuffle or by_record)
-        if by_record:
-            records = records.shard(workers, worker)
-        if shuffle:
-            records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        return records
+    def files() -> Iterator[str]:
+        order = shard_order(mine, epoch=next(passes), seed=seed, shuffle=shuffle)
+        yield from cache.stream(order, ahead=prefetch_shards)
 
-    epochs_ds = tf.data.Dataset.range(epochs) if epochs is not None else tf.data.Dataset.range(2**62)
-    ds = epochs_ds.flat_map(one_epoch).batch(batch_size, drop_remainder=drop_remainder)
+    paths = tf.data.Dataset.from_generator(files, output_signature=tf.TensorSpec((), tf.string))
+    records = paths.interleave(
+        lambda p: tf.data.TFRecordDataset(p, buffer_size=1 << 20),
+        cycle_length=min(cycle_length, len(mine)), num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=not shuffle or by_record)
+    if by_record:
+        records = records.shard(workers, worker)
 
     def parse(serialized: Any) -> Any:
         parsed = tf.io.parse_example(serialized, spec)
-        pixels = decode_images(parsed["image"], height=image["height"], width=image["width"],
+        pixels = decode_pixels(parsed["image"], height=image["height"], width=image["width"],
                                channels=image["channels"], resize=False)
+        return (pixels, parsed["label"], parsed["id"]) if include_id else (pixels, parsed["label"])
+
+    def to_model(pixels: Any, *rest: Any) -> Any:
+        pixels = scale_pixels(pixels)
         if augment:
             pixels = augment_images(pixels, seed=seed)
-        if include_id:
-            return pixels, parsed["label"], parsed["id"]
-        return pixels, parsed["label"]
+        return (pixels, *rest)
 
-    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+    if in_memory:
+        # decode once (batched, in parallel) and keep uint8 records: passes after the first
+        # read the cache instead of the shards
+        records = (records.batch(256)
+                   .map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+                   .unbatch().cache())
+    if shuffle:  # before repeat: each pass reshuffles, and no record crosses into another epoch
+        records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = records.repeat(epochs if epochs is not None else -1)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    # deterministic maps: a batch finished early must not overtake the end of its epoch
+    to_batch = to_model if in_memory else (lambda serialized: to_model(*parse(serialized)))
+    ds = ds.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def share_bytes(manifest: Manifest, split: str, *, worker: int, workers: int, by_record: bool) -> int:
+    """uint8 pixel bytes of one worker's records of ``split``: what it holds when cached."""
+    image = manifest.image
+    per_image = image["height"] * image["width"] * image["channels"]
+    if by_record:
+        records = -(-manifest.counts[split]["records"] // workers)
+    else:
+        records = sum(s.records for s in manifest.shards_of(split)[worker::workers])
+    return records * per_image

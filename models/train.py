@@ -12,6 +12,7 @@ workers, never on the driver.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -41,6 +42,9 @@ class TrainSpec:
     checkpoint_every_steps: int = 0
     augment: bool = False
     shuffle_buffer: int = 10_000
+    memory_cache_mb: int = 0
+    threads: int = 0
+    steps_per_execution: int = 1
     seed: int = 0
     min_test_accuracy: float = 0.0
     min_test_records: int = 0
@@ -53,6 +57,32 @@ class TrainSpec:
 def _task_index() -> int:
     tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
     return int(tf_config.get("task", {}).get("index", 0))
+
+
+def workers_on_this_host() -> int:
+    """TensorFlow workers of this run that share this worker's host (from ``TF_CONFIG``)."""
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    workers = tf_config.get("cluster", {}).get("worker", [])
+    if not workers:
+        return 1
+    mine = workers[_task_index()].rsplit(":", 1)[0]
+    return sum(1 for w in workers if w.rsplit(":", 1)[0] == mine)
+
+
+def steps_per_execution(configured: int, checkpoint_every_steps: int) -> int:
+    """Training steps per call into the compiled step function (fewer host round trips, and
+    fewer cross-worker syncs of them; +7% images/s for 2 workers at 4). Step checkpoints must
+    still fall on a call's end, so with them it is the largest divisor both share."""
+    return math.gcd(configured, checkpoint_every_steps) if checkpoint_every_steps else configured
+
+
+def worker_threads(configured: int) -> int:
+    """TensorFlow's intra- and inter-op threads for this worker: ``training.threads`` when set,
+    else this host's usable cores split evenly among the run's workers on it (two workers on
+    two cores each starting two busy threads lost ~10% to contention)."""
+    from dlpipe.core.cpus import available_cpus, share_of
+
+    return configured or share_of(available_cpus(), workers_on_this_host())
 
 
 def train_worker(spec: TrainSpec) -> dict[str, Any]:
@@ -85,6 +115,9 @@ def _train(spec: TrainSpec) -> dict[str, Any]:
     from models.input import make_dataset
 
     keras = tf.keras
+    threads = worker_threads(spec.threads)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
     keras.utils.set_random_seed(spec.seed)
     strategy = (tf.distribute.MultiWorkerMirroredStrategy() if spec.workers > 1
                 else tf.distribute.get_strategy())
@@ -108,14 +141,16 @@ def _train(spec: TrainSpec) -> dict[str, Any]:
                 worker=ctx.input_pipeline_id, workers=ctx.num_input_pipelines, epochs=None,
                 shuffle=training, shuffle_buffer=spec.shuffle_buffer, seed=spec.seed,
                 augment=training and spec.augment, drop_remainder=True, record_sharding=not training,
-                prefetch_shards=cfg.export.reader.prefetch_shards)
+                prefetch_shards=cfg.export.reader.prefetch_shards, memory_cache_mb=spec.memory_cache_mb)
         return strategy.distribute_datasets_from_function(build)
 
     with strategy.scope():
         model = build_model(spec.architecture, input_shape=shape, num_classes=len(manifest.classes))
         model.compile(optimizer=keras.optimizers.Adam(spec.learning_rate),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
+                      metrics=["accuracy"],
+                      steps_per_execution=steps_per_execution(spec.steps_per_execution,
+                                                              spec.checkpoint_every_steps))
     callbacks = [keras.callbacks.BackupAndRestore(
         str(backup), save_freq=spec.checkpoint_every_steps or "epoch", delete_checkpoint=False)]
     if chief:

@@ -201,6 +201,9 @@ class TrainingConfig(_Section):
     checkpoint_every_steps: int = 0
     augment: bool = False
     shuffle_buffer: int = 10_000
+    memory_cache_mb: int = Field(1024, ge=0)  # decoded split kept in memory when it fits
+    steps_per_execution: int = Field(4, ge=1)  # steps per compiled call
+    threads: int = Field(0, ge=0)  # TensorFlow threads per worker; 0: host cores / workers on it
     seed: int = 0
     min_test_accuracy: float = 0.9        # bar for the lower confidence bound of test accuracy
     min_test_records: int = 50            # fewer test records: never promoted

@@ -68,11 +68,13 @@ def test_manifest_counts_match_the_delta_version_it_names(ingested, exported):
         "no staging objects left behind"
 
 
-def test_round_trip_ids_labels_and_pixels(ingested, exported, cache):
+@pytest.mark.parametrize("memory_cache_mb", [0, 64], ids=["streamed", "decoded-in-memory"])
+def test_round_trip_ids_labels_and_pixels(ingested, exported, cache, memory_cache_mb):
     rows = {r["id"]: r for r in table_rows(ingested, exported.delta_version)}
     seen = 0
     for split in ("train", "validation", "test"):
-        ds = make_dataset(exported, split, cache=cache, batch_size=128, shuffle=False, include_id=True)
+        ds = make_dataset(exported, split, cache=cache, batch_size=128, shuffle=False, include_id=True,
+                          memory_cache_mb=memory_cache_mb)
         for images, labels, ids in ds:
             for image, label, rid in zip(images.numpy(), labels.numpy(), ids.numpy(), strict=True):
                 row = rows[rid.decode()]
@@ -83,16 +85,28 @@ def test_round_trip_ids_labels_and_pixels(ingested, exported, cache):
     assert seen == len(rows)
 
 
-def test_two_workers_read_every_train_record_exactly_once_per_epoch(ingested, exported, cache):
+@pytest.mark.parametrize("memory_cache_mb", [0, 64], ids=["streamed", "decoded-in-memory"])
+def test_two_workers_read_every_train_record_exactly_once_per_epoch(ingested, exported, cache,
+                                                                     memory_cache_mb, monkeypatch):
     fractions, salt = exported.split["fractions"], exported.split["salt"]
     train = {r["id"] for r in table_rows(ingested, exported.delta_version)
              if split_of(r["id"], fractions, salt=salt) == "train"}
+    passes = []  # one per pass over the shards: a split held in memory is read from them once
+    stream = cache.stream
+    monkeypatch.setattr(cache, "stream", lambda shards, **kw: passes.append(1) or stream(shards, **kw))
     per_worker = []
     for worker in range(2):
+        passes.clear()
         ds = make_dataset(exported, "train", cache=cache, batch_size=100, worker=worker, workers=2,
-                          epochs=2, include_id=True, augment=True, seed=3)
-        ids = Counter(i.decode() for _, _, batch in ds for i in batch.numpy())
-        assert set(ids.values()) == {2}, "each of this worker's records once in each of 2 epochs"
+                          epochs=3, include_id=True, augment=True, seed=3, memory_cache_mb=memory_cache_mb)
+        order = [i.decode() for _, _, batch in ds for i in batch.numpy()]
+        ids = Counter(order)
+        assert set(ids.values()) == {3}, "each of this worker's records once in each of 3 epochs"
+        n = len(ids)
+        epochs = [order[:n], order[n:2 * n], order[2 * n:]]
+        assert all(len(set(e)) == n for e in epochs), "no record crosses an epoch boundary"
+        assert epochs[1] != epochs[2], "records are reshuffled each epoch"
+        assert len(passes) == (1 if memory_cache_mb else 3)
         per_worker.append(set(ids))
     assert not per_worker[0] & per_worker[1]
     assert per_worker[0] | per_worker[1] == train

@@ -6,7 +6,7 @@ import pytest
 
 from dlpipe.core.errors import DlpipeError
 from dlpipe.datasets.manifest import Manifest, Shard, shard_path
-from models.input import shard_order, worker_shards
+from models.input import shard_order, share_bytes, worker_shards
 
 
 def manifest(train_shards: int = 5) -> Manifest:
@@ -66,3 +66,10 @@ def test_shard_order_is_a_seeded_permutation_per_epoch():
     orders = {tuple(s.key for s in shard_order(shards, epoch=e, seed=1, shuffle=True)) for e in range(6)}
     assert len(orders) > 1
     assert shard_order(shards, epoch=3, seed=1, shuffle=False) == shards
+
+
+def test_share_bytes_is_what_a_worker_holds_decoded():
+    m = manifest(5)  # train shards of 10..14 records, 8x8x1 pixels
+    assert share_bytes(m, "train", worker=0, workers=2, by_record=False) == (10 + 12 + 14) * 64
+    assert share_bytes(m, "train", worker=1, workers=2, by_record=False) == (11 + 13) * 64
+    assert share_bytes(m, "train", worker=1, workers=2, by_record=True) == 30 * 64

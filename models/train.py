@@ -54,18 +54,22 @@ class TrainSpec:
     bn_recalibration_batches: int = 100
 
 
+def _tf_config() -> dict[str, Any]:
+    """The cluster and task the runner set for this worker; empty for a single worker."""
+    return json.loads(os.environ.get("TF_CONFIG", "{}"))
+
+
 def _task_index() -> int:
-    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
-    return int(tf_config.get("task", {}).get("index", 0))
+    return int(_tf_config().get("task", {}).get("index", 0))
 
 
 def workers_on_this_host() -> int:
     """TensorFlow workers of this run that share this worker's host (from ``TF_CONFIG``)."""
-    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    tf_config = _tf_config()
     workers = tf_config.get("cluster", {}).get("worker", [])
     if not workers:
         return 1
-    mine = workers[_task_index()].rsplit(":", 1)[0]
+    mine = workers[int(tf_config.get("task", {}).get("index", 0))].rsplit(":", 1)[0]
     return sum(1 for w in workers if w.rsplit(":", 1)[0] == mine)
 
 
@@ -79,7 +83,7 @@ def steps_per_execution(configured: int, checkpoint_every_steps: int) -> int:
 def worker_threads(configured: int) -> int:
     """TensorFlow's intra- and inter-op threads for this worker: ``training.threads`` when set,
     else this host's usable cores split evenly among the run's workers on it (two workers on
-    two cores each starting two busy threads lost ~10% to contention)."""
+    two cores each starting two busy threads lost ~9% to contention)."""
     from dlpipe.core.cpus import available_cpus, share_of
 
     return configured or share_of(available_cpus(), workers_on_this_host())

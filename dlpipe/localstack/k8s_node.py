@@ -118,7 +118,11 @@ def socket(home: Path) -> Path:
 
 
 def ctr_argv(home: Path, *args: str) -> list[str]:
-    """containerd's own client on this node's socket, in kubelet's ``k8s.io`` namespace."""
+    """containerd's own client on this node's socket, in kubelet's ``k8s.io`` namespace.
+    Without ``ctr`` installed: the node's missing tools and how to install them, not a
+    FileNotFoundError from deep in subprocess."""
+    if shutil.which("ctr") is None:
+        require_node_tools()
     return ["ctr", "--address", str(socket(home)), "--connect-timeout", "5s", "-n", "k8s.io", *args]
 
 
@@ -162,10 +166,11 @@ def import_stream(home: Path, producer: list[str], what: str, timeout: float = 1
     of several GB lands on disk on its way into containerd. When either side fails, the error
     names containerd's side first: a full disk stops the import, and the producer then only
     sees a broken pipe."""
+    importer = ctr_argv(home, "images", "import", "-")  # before the producer starts
     with tempfile.TemporaryFile() as produce_err:
         with subprocess.Popen(producer, stdout=subprocess.PIPE, stderr=produce_err) as produce:
             try:
-                done = subprocess.run(ctr_argv(home, "images", "import", "-"), stdin=produce.stdout,
+                done = subprocess.run(importer, stdin=produce.stdout,
                                       capture_output=True, text=True, timeout=timeout)
             finally:
                 produce.stdout.close()

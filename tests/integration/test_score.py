@@ -60,6 +60,25 @@ def test_scoring_again_adds_nothing_and_all_replaces_without_duplicates(scored, 
     assert len(keys) == len(set(keys)) == scored.total
 
 
+def test_scoring_after_rows_were_lost_scores_exactly_those_rows(scored, spark, served_model):
+    """The anti-join path: this version has rows in the table, so only the missing ids score.
+    (A version with no rows skips the anti-join; the first scoring above took that path.)"""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    cfg = served_model
+    table, model = cfg.tables.predictions, cfg.training.model_name
+    assert score_job._scored_by(spark, table, model=model, version=scored.version) is not None
+    assert score_job._scored_by(spark, table, model=model, version=scored.version + 1) is None
+    ids = sorted(r["id"] for r in _predictions(cfg) if r["model_name"] == model)
+    lost = ids[::3]
+    DeltaTable.forPath(spark, table).delete(F.col("id").isin(lost))
+    again = score_job.score(spark, cfg)
+    assert again.scored == len(lost) and again.total == scored.total
+    keys = [r["id"] for r in _predictions(cfg) if r["model_name"] == model]
+    assert sorted(keys) == ids
+
+
 def test_unknown_model_or_version_is_a_clear_error(spark, served_model):
     from dlpipe.core.errors import DlpipeError
 

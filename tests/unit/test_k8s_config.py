@@ -4,7 +4,10 @@ configs (issue 19, stage 3) and the API server certificate for the node address.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
+
+import pytest
 
 from dlpipe.core.config import load_config
 from dlpipe.localstack import k8s_network, k8s_node
@@ -82,9 +85,17 @@ def test_the_nodes_images_live_where_the_config_says_and_disk_pressure_is_absolu
     assert all(not v.endswith("%") for v in conf["evictionHard"].values())
 
 
-def test_a_failed_image_load_names_both_sides_without_a_traceback(tmp_path):
+def test_a_failed_image_load_names_both_sides_without_a_traceback(tmp_path, monkeypatch):
     from dlpipe.core.errors import ServiceError
 
+    # containerd's client as it answers when nothing listens on the socket; on PATH first so
+    # the test runs where `make k8s` has not installed containerd yet (make test-unit).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ctr").write_text("#!/bin/sh\ncat >/dev/null\n"
+                                 "echo 'ctr: failed to dial: connection refused' >&2\nexit 1\n")
+    (bin_dir / "ctr").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     try:  # no containerd on this socket, and a producer that fails on its own
         k8s_node.import_stream(tmp_path, ["sh", "-c", "echo no such image >&2; exit 3"], what="img:1")
     except ServiceError as exc:
@@ -93,3 +104,11 @@ def test_a_failed_image_load_names_both_sides_without_a_traceback(tmp_path):
         raise AssertionError("the load should have failed")
     assert "could not load img:1" in text and "containerd:" in text
     assert "sh (exit 3): no such image" in text
+
+
+def test_a_missing_containerd_client_names_the_install_not_a_filenotfounderror(tmp_path, monkeypatch):
+    from dlpipe.core.errors import MissingToolError
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing there: no ctr, no containerd
+    with pytest.raises(MissingToolError, match=r"(?s)needs .*ctr.*apt-get install -y containerd"):
+        k8s_node.import_stream(tmp_path, ["true"], what="img:1")

@@ -1,4 +1,7 @@
-"""``make bench`` / ``python -m bench``: run every bench/bench_*.py and write the reports."""
+"""``make bench`` / ``python -m bench``: run every bench/bench_*.py and write the reports.
+
+Each figure's median over several runs: ``python -m bench.medians bench/results/results-*.json``.
+"""
 
 from __future__ import annotations
 

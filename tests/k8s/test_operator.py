@@ -27,7 +27,7 @@ from dlpipe.registry.store import complete_versions
 from tests.deploy.tools import CHART
 from tests.helpers import assert_exactly_once, read_delta_with_delta_rs, send, wait_for
 from tests.integration.test_serve_faults import BODY, publish_probe
-from tests.k8s.conftest import IMAGE, component_secrets, helm, report, restricted_namespace
+from tests.k8s.conftest import IMAGE, component_secrets, helm, kubectl, report, restricted_namespace
 
 pytestmark = pytest.mark.k8s
 NAMESPACE, OPERATOR_NAMESPACE = "apps", "spark-operator"
@@ -103,6 +103,17 @@ def release(node: ControlPlane, pod_stack: Config, operator: str, tmp_path_facto
                                                    "limits": {"cpu": "1", "memory": "2Gi"}}}},
     }
     (tmp / "values.yaml").write_text(yaml.safe_dump(values))
+    # The API server reaches the operator's webhook through its Service, which works only once
+    # kube-proxy has programmed it; a call before that leaves the node (on the CI machine, into
+    # its TLS proxy: "x509: certificate is valid for pypi.org, ..."). A server-side dry run of
+    # the rendered chart goes through the same webhooks, so install once it passes.
+    rendered = helm(node, tmp, "template", "dlpipe", str(CHART), "-n", NAMESPACE, "--validate",
+                    "-f", str(tmp / "values.yaml"))
+    wait_for(lambda: kubectl(node, "apply", "--dry-run=server", "-n", NAMESPACE, "-f", "-",
+                             stdin=rendered, check=False).returncode == 0,
+             120, "the Spark operator's webhook to answer a server-side dry run of the chart",
+             every_s=2, explain=lambda: kubectl(node, "apply", "--dry-run=server", "-n", NAMESPACE,
+                                                "-f", "-", stdin=rendered, check=False).stderr[-2000:])
     helm(node, tmp, "install", "dlpipe", str(CHART), "-n", NAMESPACE, "-f", str(tmp / "values.yaml"))
     return {"model": model, "values": values}
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from dlpipe.core.errors import DlpipeError
 from dlpipe.core.publish import remove_prefix, upload_files, write_marker
-from dlpipe.core.s3 import REFUSED, error_code
+from dlpipe.core.s3 import NOT_FOUND, REFUSED, error_code
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -119,6 +119,8 @@ class RunStore:
             try:
                 self.client.download_file(self.bucket, f"{latest['folder']}/{name}", str(target))
             except self.client.exceptions.ClientError as exc:
+                if error_code(exc) not in NOT_FOUND:  # a store that fails is not a lost file
+                    raise
                 raise CheckpointError(
                     f"checkpoint {where} is incomplete: {name} cannot be read ({exc})",
                     fix=f"restore the file, or delete {self.uri}latest.json to start the run over",

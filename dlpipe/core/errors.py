@@ -28,11 +28,18 @@ class ServiceError(DlpipeError):
 STORE_DOWN_EXIT = 75  # EX_TEMPFAIL: the job may succeed later; a scheduler's retry is right
 
 # What boto3 (in dlpipe's own code and Spark's Python workers) and S3A (Spark's JVM) say when
-# the object store does not answer. Spark wraps them in its own exceptions with the worker's
-# traceback as text, so they are found in the messages, not by type.
+# the object store does not answer: botocore's message for each way a request gets no whole
+# answer, a 503 that outlived its retries (MinIO says "server not initialized" while it
+# starts), then S3A's. Spark wraps them in its own exceptions with the worker's traceback as
+# text, so they are found in the messages, not by type.
 _STORE_DOWN = re.compile(
     r'Could not connect to the endpoint URL: "?[^"\s]+"?'
-    r'|Read timeout on endpoint URL: "?[^"\s]+"?'
+    r'|(?:Read|Connect) timeout on endpoint URL: "?[^"\s]+"?'
+    r'|Connection was closed before we received a valid response from endpoint URL: "?[^"\s]+"?'
+    r'|An error occurred while reading from response stream: [^\n]{0,160}'
+    r'|An HTTP Client failed to establish a connection: [^\n]{0,160}'
+    r'|An error occurred \((?:503|ServiceUnavailable|SlowDown|XMinioServerNotInitialized)\) when'
+    r' calling the \w+ operation \(reached max retries: \d+\)[^\n]{0,160}'
     r'|Connect to \S+ failed: Connection refused'
     r'|Unable to execute HTTP request: [^\n]{0,160}')
 

@@ -102,6 +102,7 @@ def delete_keys(client: S3Client, bucket: str, keys: Iterable[str]) -> int:
 # -- conditional writes (If-None-Match / If-Match): leases, version reservations, pins ---------
 REFUSED = ("PreconditionFailed", "412")            # the condition does not hold
 CONFLICT = ("ConditionalRequestConflict", "409")   # two conditional writes of a key overlapped
+NOT_FOUND = ("NoSuchKey", "NotFound", "404")       # the key is not there (HEAD has no error body)
 
 
 def error_code(exc: BaseException) -> str | None:

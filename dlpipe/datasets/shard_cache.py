@@ -32,11 +32,15 @@ from typing import TYPE_CHECKING
 from dlpipe.core.config import Config
 from dlpipe.core.errors import DlpipeError
 from dlpipe.core.faults import fault_point
+from dlpipe.core.s3 import NOT_FOUND, error_code
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
     from dlpipe.datasets.manifest import Manifest, Shard
+
+
+BODY_ATTEMPTS = 4  # reads of one range whose body was cut off: 1 + 2 + 4 s of backoff in all
 
 
 class ShardError(DlpipeError):
@@ -178,6 +182,21 @@ class ShardCache:
             os.close(fd)
 
     def _get_range(self, shard: RemoteShard, start: int, end: int) -> bytes:
+        """One range. botocore retries a request that fails, not a body cut off mid-read (the
+        store restarted while it streamed): that read is retried here, up to ``BODY_ATTEMPTS``,
+        and the last failure names the store (``store_unreachable``), never a short shard."""
+        from botocore.exceptions import ResponseStreamingError
+
+        for attempt in range(1, BODY_ATTEMPTS + 1):
+            try:
+                return self._get_range_once(shard, start, end)
+            except ResponseStreamingError:
+                if attempt == BODY_ATTEMPTS:
+                    raise
+                time.sleep(0.5 * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    def _get_range_once(self, shard: RemoteShard, start: int, end: int) -> bytes:
         try:
             return self.client.get_object(Bucket=shard.bucket, Key=shard.key,
                                           Range=f"bytes={start}-{end}")["Body"].read()
@@ -192,7 +211,9 @@ class ShardCache:
     def _head(self, shard: RemoteShard) -> None:
         try:
             self.client.head_object(Bucket=shard.bucket, Key=shard.key)
-        except self.client.exceptions.ClientError:
+        except self.client.exceptions.ClientError as exc:
+            if error_code(exc) not in NOT_FOUND:  # a store that fails is not a missing shard
+                raise
             raise self._missing(shard) from None
 
     @staticmethod

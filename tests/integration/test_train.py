@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -187,7 +188,7 @@ def test_a_killed_run_resumes_after_its_last_checkpoint_with_the_same_total_step
             result, failure = None, exc
     assert outage.get("stalled") and outage.get("busy_at_kill"), outage
     if result is None:
-        assert store_unreachable(failure) is not None, f"not named as the store: {failure!r}"[:3000]
+        assert store_unreachable(failure) is not None, f"not named as the store: {causes(failure)}"
         result = train_job.train(spark, train_cfg, workers=2, run_id=run_id)
     records = store.metrics()
     epochs = [r["epoch"] for r in records]
@@ -197,6 +198,14 @@ def test_a_killed_run_resumes_after_its_last_checkpoint_with_the_same_total_step
     assert failure is not None or result["resumed_from_epoch"] == k
     assert result["total_steps"] == trained["total_steps"] == records[-1]["step"]
     assert result["version"] > trained["version"]
+
+
+def causes(failure: BaseException) -> str:
+    """The exception lines inside a failure's text (a Spark error carries the worker's Python
+    traceback in its Java stack trace): what a failed assert must show to be diagnosed."""
+    lines = [line.strip() for line in str(failure).splitlines()
+             if re.match(r"(?:Caused by: |: )?[\w.$]+: ", line.strip())]
+    return "\n".join(dict.fromkeys(lines))[-4000:] or repr(failure)
 
 
 def tf_children(marker: str) -> list[tuple[int, int]]:

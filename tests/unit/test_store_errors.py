@@ -9,6 +9,7 @@ import pytest
 
 from dlpipe.core.args import run_main
 from dlpipe.core.errors import STORE_DOWN_EXIT, store_unreachable
+from tests.unit.cutting_server import cutting_server
 
 
 def closed_port() -> int:
@@ -17,17 +18,37 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def boto3_failure() -> Exception:
-    """What a real boto3 client raises for a store that is down."""
+def client_of(url: str):
     import boto3
     from botocore.config import Config
 
-    url = f"http://127.0.0.1:{closed_port()}"
-    client = boto3.client("s3", endpoint_url=url, aws_access_key_id="k", aws_secret_access_key="s",
-                          region_name="us-east-1", config=Config(retries={"max_attempts": 1}))
+    return boto3.client("s3", endpoint_url=url, aws_access_key_id="k", aws_secret_access_key="s",
+                        region_name="us-east-1", config=Config(retries={"max_attempts": 1}))
+
+
+def boto3_failure() -> Exception:
+    """What a real boto3 client raises for a store that is down."""
     with pytest.raises(Exception) as raised:
-        client.list_buckets()
+        client_of(f"http://127.0.0.1:{closed_port()}").list_buckets()
     return raised.value
+
+
+def test_a_store_killed_mid_request_or_mid_answer_is_named_too():
+    """CI at bccbb43: a training run whose store was killed mid-epoch failed with an error that
+    was not taken for the store. botocore says "closed before a valid response" for a request
+    the store dropped, and "reading from response stream" for an answer cut off."""
+    with cutting_server(b"", cut=3) as url, pytest.raises(Exception) as dropped:
+        client_of(url).list_buckets()
+    assert "Connection was closed before" in (store_unreachable(dropped.value) or ""), dropped.value
+    with cutting_server(b"x" * 1000, cut=1) as url:
+        body = client_of(url).get_object(Bucket="b", Key="k")["Body"]
+        with pytest.raises(Exception) as cut:
+            body.read()
+    assert "reading from response stream" in (store_unreachable(cut.value) or ""), cut.value
+    starting = RuntimeError("botocore.exceptions.ClientError: An error occurred "
+                            "(XMinioServerNotInitialized) when calling the PutObject operation "
+                            "(reached max retries: 7): Server not initialized yet, please try again.")
+    assert "Server not initialized" in (store_unreachable(starting) or "")
 
 
 def test_boto3_and_its_text_inside_a_spark_error_are_named_with_the_fix():
@@ -51,6 +72,9 @@ def test_boto3_and_its_text_inside_a_spark_error_are_named_with_the_fix():
 def test_other_failures_are_not_taken_for_a_store_outage():
     assert store_unreachable(ValueError("shapes (3,) and (4,) not aligned")) is None
     assert store_unreachable(KeyError("label")) is None
+    refused = RuntimeError("An error occurred (AccessDenied) when calling the PutObject operation "
+                           "(reached max retries: 7): Access Denied.")
+    assert store_unreachable(refused) is None, "a store that answers no is not down"
 
 
 def test_run_main_exits_75_with_the_message_and_reraises_a_bug(capsys):

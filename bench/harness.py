@@ -57,6 +57,13 @@ def median_rate(work: Callable[[], float], *, repeats: int) -> float:
     return statistics.median(rates)
 
 
+def target_cells(ratio: float, target: float | None) -> tuple[str, str]:
+    """The report's ``target`` and ``ok`` cells for a ratio against its bar (none: ``-``)."""
+    if target is None:
+        return "-", "-"
+    return f"{target:.2f}", "yes" if ratio >= target else "**no**"
+
+
 def write_reports(results: list[Result], out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -68,8 +75,7 @@ def write_reports(results: list[Result], out_dir: Path) -> tuple[Path, Path]:
         "|---|---|---:|---|---:|---:|---:|:---:|",
     ]
     for r in results:
-        ok = {True: "yes", False: "**no**", None: "-"}[r.meets_target]
-        target = f"{r.target_ratio:.2f}" if r.target_ratio is not None else "-"
+        target, ok = target_cells(r.ratio, r.target_ratio)
         lines.append(
             f"| {r.benchmark} | {r.metric} ({r.unit}) | {r.value:,.1f} | {r.baseline_name} | "
             f"{r.baseline_value:,.1f} | {r.ratio:.3f} | {target} | {ok} |"

@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.harness import target_cells
+
 
 def median_table(runs: Sequence[list[dict]]) -> str:
     """Markdown: one row per (benchmark, metric) of the first run, over the runs that have it."""
@@ -25,14 +27,13 @@ def median_table(runs: Sequence[list[dict]]) -> str:
         key = (first["benchmark"], first["metric"])
         rows = [r for run in runs for r in run if (r["benchmark"], r["metric"]) == key]
         ratio = statistics.median(r["ratio"] for r in rows)
-        target = first.get("target_ratio")
-        ok = "-" if target is None else ("yes" if ratio >= target else "**no**")
+        target, ok = target_cells(ratio, first.get("target_ratio"))
         ratios = ", ".join(f"{r['ratio']:.3f}" for r in rows)
         lines.append(
             f"| {key[0]} | {key[1]} ({first['unit']}) | {ratios} "
             f"| **{ratio:.3f}** | {statistics.median(r['value'] for r in rows):,.1f} "
             f"| {statistics.median(r['baseline_value'] for r in rows):,.1f} "
-            f"| {'-' if target is None else f'{target:.2f}'} | {ok} |")
+            f"| {target} | {ok} |")
     return "\n".join(lines) + "\n"
 
 

@@ -31,6 +31,7 @@ from dlpipe.core.progress import step
 from dlpipe.core.session import session_conf
 from spark_jobs.score.transforms import (
     merge_condition,
+    of_version,
     output_type,
     predictions_schema,
     to_predictions,
@@ -131,10 +132,7 @@ def _scored_by(spark: SparkSession, table: str, *, model: str, version: int) -> 
     ``limit(1)`` over the model's partition, and Delta's file statistics on ``model_version``
     skip other versions' files, so it stays cheap on a table of many versions.
     """
-    from pyspark.sql import functions as F
-
-    done = spark.read.format("delta").load(table).where(
-        (F.col("model_name") == model) & (F.col("model_version") == version))
+    done = of_version(spark.read.format("delta").load(table), model=model, version=version)
     return None if done.isEmpty() else done
 
 

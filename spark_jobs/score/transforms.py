@@ -48,13 +48,18 @@ def output_type() -> StructType:
     ])
 
 
+def of_version(predictions: DataFrame, *, model: str, version: int) -> DataFrame:
+    """The rows of the predictions table that this model version wrote."""
+    from pyspark.sql import functions as F
+
+    return predictions.where((F.col("model_name") == model) & (F.col("model_version") == version))
+
+
 def unscored(rows: DataFrame, predictions: DataFrame | None, *, model: str, version: int) -> DataFrame:
     """Rows of the clean table with no prediction yet from this model version."""
     if predictions is None:
         return rows
-    from pyspark.sql import functions as F
-
-    done = predictions.where((F.col("model_name") == model) & (F.col("model_version") == version))
+    done = of_version(predictions, model=model, version=version)
     return rows.join(done.select("id"), on="id", how="left_anti")
 
 

@@ -109,11 +109,13 @@ def release(node: ControlPlane, pod_stack: Config, operator: str, tmp_path_facto
     # the rendered chart goes through the same webhooks, so install once it passes.
     rendered = helm(node, tmp, "template", "dlpipe", str(CHART), "-n", NAMESPACE, "--validate",
                     "-f", str(tmp / "values.yaml"))
-    wait_for(lambda: kubectl(node, "apply", "--dry-run=server", "-n", NAMESPACE, "-f", "-",
-                             stdin=rendered, check=False).returncode == 0,
+    def dry_run():
+        return kubectl(node, "apply", "--dry-run=server", "-n", NAMESPACE, "-f", "-",
+                       stdin=rendered, check=False)
+
+    wait_for(lambda: dry_run().returncode == 0,
              120, "the Spark operator's webhook to answer a server-side dry run of the chart",
-             every_s=2, explain=lambda: kubectl(node, "apply", "--dry-run=server", "-n", NAMESPACE,
-                                                "-f", "-", stdin=rendered, check=False).stderr[-2000:])
+             every_s=2, explain=lambda: dry_run().stderr[-2000:])
     helm(node, tmp, "install", "dlpipe", str(CHART), "-n", NAMESPACE, "-f", str(tmp / "values.yaml"))
     return {"model": model, "values": values}
 

@@ -1,8 +1,11 @@
-"""The scoring MERGE condition: one row per (id, model, version), whatever the model is named."""
+"""The scoring MERGE condition: one row per (id, model, version), whatever the model is named;
+and which rows a version still has to score."""
 
 from __future__ import annotations
 
-from spark_jobs.score.transforms import merge_condition
+from chispa import assert_df_equality
+
+from spark_jobs.score.transforms import merge_condition, unscored
 
 SCHEMA = "id STRING, model_name STRING, model_version INT"
 
@@ -25,3 +28,13 @@ def test_a_model_name_is_a_value_never_sql(spark):
     source = [("a", "m", 1), ("a", "x' OR '1'='1", 1)]
     assert matches(spark, target, source, model="x' OR '1'='1") == [("a", "x' OR '1'='1", 1)]
     assert matches(spark, target, source, model="nope") == []
+
+
+def test_a_version_scores_the_rows_it_has_not_scored_whatever_other_versions_did(spark):
+    rows = spark.createDataFrame([("a", 1), ("b", 2), ("c", 3)], "id STRING, n INT")
+    predictions = spark.createDataFrame(
+        [("a", "m", 2), ("b", "m", 1), ("c", "other", 2), ("c", "m", 3)], SCHEMA)
+    left = unscored(rows, predictions, model="m", version=2)
+    assert_df_equality(left, spark.createDataFrame([("b", 2), ("c", 3)], "id STRING, n INT"),
+                       ignore_row_order=True)
+    assert unscored(rows, None, model="m", version=2) is rows, "a first run: no anti-join at all"

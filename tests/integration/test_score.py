@@ -10,6 +10,7 @@ from dlpipe.core.config import with_overrides
 from dlpipe.core.s3 import s3_client
 from dlpipe.registry.sync import download_version
 from spark_jobs.score import job as score_job
+from spark_jobs.score import marks
 from tests.helpers import read_delta_with_delta_rs
 
 pytestmark = pytest.mark.integration
@@ -68,8 +69,8 @@ def test_scoring_after_rows_were_lost_scores_exactly_those_rows(scored, spark, s
 
     cfg = served_model
     table, model = cfg.tables.predictions, cfg.training.model_name
-    assert score_job._scored_by(spark, table, model=model, version=scored.version) is not None
-    assert score_job._scored_by(spark, table, model=model, version=scored.version + 1) is None
+    assert score_job._scored_by(spark, cfg, table, model=model, version=scored.version) is not None
+    assert score_job._scored_by(spark, cfg, table, model=model, version=scored.version + 1) is None
     ids = sorted(r["id"] for r in _predictions(cfg) if r["model_name"] == model)
     lost = ids[::3]
     DeltaTable.forPath(spark, table).delete(F.col("id").isin(lost))
@@ -117,3 +118,27 @@ def test_arrow_batch_rows_from_config_scores_every_row_and_leaves_the_session_as
     again = score_job.score(spark, cfg, rescore=True)
     assert again.scored == again.total == scored.total
     assert spark.conf.get(key, None) == before
+
+
+def test_a_new_table_marks_its_versions_and_one_without_marks_is_asked_by_spark(
+        scored, spark, served_model):
+    """A version's mark answers "no rows yet" without a Spark job; a table from before marks
+    (no ``_dlpipe_scored/kept``) is asked the table itself, never taken for empty."""
+    import uuid
+
+    from dlpipe.core.s3 import split_uri
+
+    table = f"s3a://{served_model.buckets.lake}/test-marks-{uuid.uuid4().hex[:8]}/predictions"
+    cfg = with_overrides(served_model, {"tables.predictions": table})
+    model, version = cfg.training.model_name, scored.version
+    assert marks.may_have_rows(cfg, table, model=model, version=version) is None, "no table yet"
+    first = score_job.score(spark, cfg)
+    assert first.scored == first.total == scored.total
+    assert marks.may_have_rows(cfg, table, model=model, version=version) is True
+    assert marks.may_have_rows(cfg, table, model=model, version=version + 1) is False
+    bucket, key = split_uri(table)
+    s3_client(cfg).delete_object(Bucket=bucket, Key=f"{key}/{marks.FOLDER}/{marks.KEPT}")
+    assert marks.may_have_rows(cfg, table, model=model, version=version + 1) is None
+    assert score_job._scored_by(spark, cfg, table, model=model, version=version) is not None
+    assert score_job._scored_by(spark, cfg, table, model=model, version=version + 1) is None
+    assert score_job.score(spark, cfg).scored == 0, "nothing scored twice"

@@ -187,14 +187,12 @@ class ShardCache:
         and the last failure names the store (``store_unreachable``), never a short shard."""
         from botocore.exceptions import ResponseStreamingError
 
-        for attempt in range(1, BODY_ATTEMPTS + 1):
+        for attempt in range(1, BODY_ATTEMPTS):
             try:
                 return self._get_range_once(shard, start, end)
             except ResponseStreamingError:
-                if attempt == BODY_ATTEMPTS:
-                    raise
                 time.sleep(0.5 * 2 ** attempt)
-        raise AssertionError("unreachable")
+        return self._get_range_once(shard, start, end)
 
     def _get_range_once(self, shard: RemoteShard, start: int, end: int) -> bytes:
         try:

@@ -123,7 +123,7 @@ async def _read_body(request: Any, max_bytes: int, deadline: float) -> Any:
         return b"".join(chunks)
 
     try:
-        async with asyncio.timeout_at(asyncio.get_running_loop().time() + deadline - time.monotonic()):
+        async with asyncio.timeout(deadline - time.monotonic()):
             data = await read()  # in this task: wait_for() would start another one per request
     except TimeoutError:
         raise RequestError("the request body did not arrive within the deadline", status=408) from None

@@ -123,8 +123,7 @@ def score(spark: SparkSession, cfg: Config, *, model: str | None = None, version
         scored = (_replace(spark, predictions, table, model) if rescore
                   else _append(predictions, table))
     seconds = time.monotonic() - started
-    total = (spark.read.format("delta").load(table)
-             .where((F.col("model_name") == model) & (F.col("model_version") == version)).count())
+    total = of_version(spark.read.format("delta").load(table), model=model, version=version).count()
     return ScoreReport(model, version, table, scored, total, seconds)
 
 

@@ -111,6 +111,17 @@ def error_code(exc: BaseException) -> str | None:
     return response.get("Error", {}).get("Code")
 
 
+def object_exists(client: S3Client, bucket: str, key: str) -> bool:
+    """Whether ``key`` is there: only a 404 says no; a store that fails raises (never "missing")."""
+    try:
+        client.head_object(Bucket=bucket, Key=key)
+    except client.exceptions.ClientError as exc:
+        if error_code(exc) in NOT_FOUND:
+            return False
+        raise
+    return True
+
+
 def require_conditional_writes(client: S3Client, bucket: str, key: str, *, why: str) -> None:
     """Check, on an object just created with If-None-Match, that a second such create fails:
     a store that ignores the condition cannot give what ``why`` names."""

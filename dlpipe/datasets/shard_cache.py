@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from dlpipe.core.config import Config
 from dlpipe.core.errors import DlpipeError
 from dlpipe.core.faults import fault_point
-from dlpipe.core.s3 import NOT_FOUND, error_code
+from dlpipe.core.s3 import object_exists
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -207,12 +207,8 @@ class ShardCache:
             raise
 
     def _head(self, shard: RemoteShard) -> None:
-        try:
-            self.client.head_object(Bucket=shard.bucket, Key=shard.key)
-        except self.client.exceptions.ClientError as exc:
-            if error_code(exc) not in NOT_FOUND:  # a store that fails is not a missing shard
-                raise
-            raise self._missing(shard) from None
+        if not object_exists(self.client, shard.bucket, shard.key):
+            raise self._missing(shard)
 
     @staticmethod
     def _missing(shard: RemoteShard) -> ShardError:

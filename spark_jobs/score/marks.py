@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from dlpipe.core.config import Config
-from dlpipe.core.s3 import NOT_FOUND, error_code, s3_client, split_uri
+from dlpipe.core.s3 import object_exists, s3_client, split_uri
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -35,16 +35,6 @@ def _where(cfg: Config, table: str) -> tuple[S3Client, str, str] | None:
     return s3_client(cfg), bucket, f"{key.rstrip('/')}/{FOLDER}"
 
 
-def _exists(client: S3Client, bucket: str, key: str) -> bool:
-    try:
-        client.head_object(Bucket=bucket, Key=key)
-    except client.exceptions.ClientError as exc:
-        if error_code(exc) in NOT_FOUND:
-            return False
-        raise
-    return True
-
-
 def keep_marks(cfg: Config, table: str) -> None:
     """Called when the table is created: from now on its versions are marked."""
     if (where := _where(cfg, table)) is not None:
@@ -57,9 +47,9 @@ def may_have_rows(cfg: Config, table: str, *, model: str, version: int) -> bool 
     if (where := _where(cfg, table)) is None:
         return None
     client, bucket, folder = where
-    if not _exists(client, bucket, f"{folder}/{KEPT}"):
+    if not object_exists(client, bucket, f"{folder}/{KEPT}"):
         return None
-    return _exists(client, bucket, f"{folder}/{model}/{version}")
+    return object_exists(client, bucket, f"{folder}/{model}/{version}")
 
 
 def mark(cfg: Config, table: str, *, model: str, version: int) -> None:

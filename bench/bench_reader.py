@@ -2,7 +2,9 @@
 
 1. Reader: images/s of ``models.input.make_dataset`` (shards fetched from MinIO through the
    shard cache, then read, parsed, decoded and batched) against ``tf.data.TFRecordDataset``
-   over the same shards already on local disk, with the same parse and decode. "cold" starts
+   over the same shards already on local disk, with the same parse, decode and tf.data options
+   (the autotuner off, as in make_dataset: with it on, either side ran at half speed in about
+   one pass in three, which made single ratios meaningless). "cold" starts
    each pass with an empty cache, so every byte comes from MinIO during the pass; "warm"
    reads from the cache (epochs after the first). Target: cold >= 0.9 of local disk.
 2. Reader against Ray Data (the peer users pick instead): the same train shards read from
@@ -16,6 +18,7 @@ Records are 32x32 RGB PNGs of the synthetic shapes (about 3 KB each, noise inclu
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import time
@@ -109,8 +112,13 @@ def run(ctx: Context) -> list[Result]:
         return n
 
     def local_pass() -> float:
+        # tf.data's options as make_dataset sets them: the autotuner off (with it, about one
+        # pass in three ran the decode on one core; models/input.py), decode on every core
+        options = tf.data.Options()
+        options.autotune.enabled = False
         ds = (tf.data.TFRecordDataset(local, buffer_size=1 << 20, num_parallel_reads=4)
-              .batch(BATCH).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+              .batch(BATCH).map(parse, num_parallel_calls=len(os.sched_getaffinity(0)))
+              .with_options(options).prefetch(2))
         return drain(ds)
 
     cache_root = ctx.work_dir / "caches"

@@ -37,6 +37,7 @@ _STORE_DOWN = re.compile(
     r'|(?:Read|Connect) timeout on endpoint URL: "?[^"\s]+"?'
     r'|Connection was closed before we received a valid response from endpoint URL: "?[^"\s]+"?'
     r'|An error occurred while reading from response stream: [^\n]{0,160}'
+    r'|\d+ read, but total bytes expected is \d+'  # a body cut off between chunk reads
     r'|An HTTP Client failed to establish a connection: [^\n]{0,160}'
     r'|An error occurred \((?:503|ServiceUnavailable|SlowDown|XMinioServerNotInitialized)\) when'
     r' calling the \w+ operation \(reached max retries: \d+\)[^\n]{0,160}'

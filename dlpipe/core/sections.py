@@ -179,7 +179,7 @@ class ReaderConfig(_Section):
     cache_dir: Path = Path("~/.cache/dlpipe/shards")
     cache_max_gb: float = 8.0
     download_threads: int = 8
-    range_mb: int = 8
+    range_mb: int = 16
     prefetch_shards: int = 2
 
 

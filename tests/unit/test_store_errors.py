@@ -45,6 +45,11 @@ def test_a_store_killed_mid_request_or_mid_answer_is_named_too():
         with pytest.raises(Exception) as cut:
             body.read()
     assert "reading from response stream" in (store_unreachable(cut.value) or ""), cut.value
+    with cutting_server(b"x" * 1000, cut=1) as url:  # read in chunks, the cut shows at the end
+        body = client_of(url).get_object(Bucket="b", Key="k")["Body"]
+        with pytest.raises(Exception) as short:
+            list(body.iter_chunks(100))
+    assert "total bytes expected is 1000" in (store_unreachable(short.value) or ""), short.value
     starting = RuntimeError("botocore.exceptions.ClientError: An error occurred "
                             "(XMinioServerNotInitialized) when calling the PutObject operation "
                             "(reached max retries: 7): Server not initialized yet, please try again.")

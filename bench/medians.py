@@ -4,7 +4,9 @@ A single run of a pair on a shared 2-core machine can land on either side of its
 one run's local-disk reader baseline was 1.7x the other two), so the figures an issue asks for
 are reported as the median of three full ``make bench`` runs. This reads the runs' JSON reports
 and prints one Markdown table: every run's ratio in order, the median ratio, and the medians of
-the value and the baseline, each figure matched by (benchmark, metric).
+the value and the baseline, each figure matched by (benchmark, metric). Under it, the figures
+whose baseline moved more than ``BASELINE_SPREAD`` between runs: their ratios measure the
+baseline's mood as much as dlpipe (stop 33 reported the cold reader met on such a baseline).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.harness import target_cells
+
+BASELINE_SPREAD = 1.3  # largest over smallest baseline of a figure across runs
 
 
 def median_table(runs: Sequence[list[dict]]) -> str:
@@ -34,7 +38,23 @@ def median_table(runs: Sequence[list[dict]]) -> str:
             f"| **{ratio:.3f}** | {statistics.median(r['value'] for r in rows):,.1f} "
             f"| {statistics.median(r['baseline_value'] for r in rows):,.1f} "
             f"| {target} | {ok} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + moving_baselines(runs)
+
+
+def moving_baselines(runs: Sequence[list[dict]]) -> str:
+    """A warning naming each figure whose baseline moved more than ``BASELINE_SPREAD``."""
+    moved = []
+    for first in runs[0]:
+        key = (first["benchmark"], first["metric"])
+        baselines = [r["baseline_value"] for run in runs for r in run
+                     if (r["benchmark"], r["metric"]) == key and r["baseline_value"] > 0]
+        if len(baselines) > 1 and max(baselines) > BASELINE_SPREAD * min(baselines):
+            moved.append(f"- {key[0]} / {key[1]}: baseline {min(baselines):,.1f} to "
+                         f"{max(baselines):,.1f} ({max(baselines) / min(baselines):.2f}x)")
+    if not moved:
+        return ""
+    return (f"\nBaselines that moved more than {BASELINE_SPREAD}x between runs (look at the runs, "
+            "not only the median ratio):\n" + "\n".join(moved) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

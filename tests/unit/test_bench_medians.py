@@ -24,6 +24,15 @@ def test_each_figure_is_the_median_of_its_runs_in_run_order():
     assert "| **1.200** | 35,000.0 |" in table[3] and table[3].endswith("| - | - |")
 
 
+def test_a_baseline_that_moves_between_runs_is_named_and_a_steady_one_is_not():
+    bimodal = [[_row(0.58, 18_300)], [_row(0.55, 18_300)], [_row(0.99, 18_300)]]
+    table = median_table(bimodal)
+    assert "Baselines that moved more than 1.3x" in table
+    assert "- reader / img/s cold: baseline 18,484.8 to 33,272.7 (1.80x)" in table
+    steady = median_table([[_row(0.9, 30_000)], [_row(0.95, 31_000)], [_row(0.92, 29_000)]])
+    assert "Baselines that moved" not in steady
+
+
 def test_a_median_under_its_target_is_flagged():
     table = median_table([[_row(0.5, 1)], [_row(0.6, 1)], [_row(0.95, 1)]])
     assert table.splitlines()[2].endswith("| 0.90 | **no** |")

@@ -18,7 +18,6 @@ Records are 32x32 RGB PNGs of the synthetic shapes (about 3 KB each, noise inclu
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
 import time
@@ -61,7 +60,7 @@ def run(ctx: Context) -> list[Result]:
     from dlpipe.core.s3 import s3_client
     from dlpipe.core.session import get_spark
     from dlpipe.datasets.shard_cache import ShardCache
-    from models.input import feature_spec, make_dataset
+    from models.input import decode_parallelism, feature_spec, make_dataset, reader_options
     from models.preprocess import decode_images
     from spark_jobs.export import job as export_job
 
@@ -112,13 +111,11 @@ def run(ctx: Context) -> list[Result]:
         return n
 
     def local_pass() -> float:
-        # tf.data's options as make_dataset sets them: the autotuner off (with it, about one
-        # pass in three ran the decode on one core; models/input.py), decode on every core
-        options = tf.data.Options()
-        options.autotune.enabled = False
+        # tf.data's options and decode parallelism as make_dataset's (the autotuner off: with
+        # it, about one pass in three ran the decode on one core; models/input.py)
         ds = (tf.data.TFRecordDataset(local, buffer_size=1 << 20, num_parallel_reads=4)
-              .batch(BATCH).map(parse, num_parallel_calls=len(os.sched_getaffinity(0)))
-              .with_options(options).prefetch(2))
+              .batch(BATCH).map(parse, num_parallel_calls=decode_parallelism())
+              .with_options(reader_options()).prefetch(2))
         return drain(ds)
 
     cache_root = ctx.work_dir / "caches"

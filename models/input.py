@@ -97,7 +97,7 @@ def make_dataset(
     in_order = not shuffle or by_record
     cycle = min(cycle_length, len(mine))
     ahead = cycle - 1 + prefetch_shards  # beyond the one being handed out: the open ones, then more
-    cores = len(os.sched_getaffinity(0))  # the decode's parallelism (the autotuner is off)
+    cores = decode_parallelism()
     records = _streamed_records(mine, cache, cycle=cycle, ahead=ahead, seed=seed, shuffle=shuffle,
                                 in_order=in_order)
     if by_record:
@@ -128,14 +128,26 @@ def make_dataset(
     # deterministic maps: a batch finished early must not overtake the end of its epoch
     to_batch = to_model if in_memory else (lambda serialized: to_model(*parse(serialized)))
     ds = ds.map(to_batch, num_parallel_calls=cores, deterministic=True)
-    options = tf.data.Options()
+    options = reader_options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    options.autotune.enabled = False  # see the module's docstring
     # The first pass's downloads start now (stream() joins them), after the graph is built:
     # range threads reading sockets while Python traces the graph slow both down (the GIL).
-    for shard in shard_order(mine, epoch=0, seed=seed, shuffle=shuffle)[:ahead + 1]:
-        cache.fetch_async(shard)
+    cache.start(shard_order(mine, epoch=0, seed=seed, shuffle=shuffle), ahead=ahead)
     return ds.with_options(options).prefetch(2)
+
+
+def decode_parallelism() -> int:
+    """Parallel decode calls: every core the process may run on (the autotuner is off)."""
+    return len(os.sched_getaffinity(0))
+
+
+def reader_options() -> Any:
+    """The ``tf.data.Options`` every reader here runs with: the autotuner off (the module says why)."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
 
 
 def _streamed_records(mine: list[RemoteShard], cache: ShardCache, *, cycle: int, ahead: int,

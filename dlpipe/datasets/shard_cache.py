@@ -116,14 +116,15 @@ class ShardCache:
                          name=f"shard-{path.name[:16]}").start()
         return done
 
+    def start(self, shards: Sequence[RemoteShard], *, ahead: int = 2) -> list[Future[Path]]:
+        """Start the downloads ``stream(shards, ahead=ahead)`` begins with, before it is asked
+        for a path (a later ``stream`` of the same shards joins them)."""
+        return [self.fetch_async(shard) for shard in shards[:ahead + 1]]
+
     def stream(self, shards: Sequence[RemoteShard], *, ahead: int = 2) -> Iterator[str]:
         """Local paths of ``shards`` in order, keeping ``ahead`` more downloading meanwhile."""
-        pending: list[Future[Path]] = []
-        upcoming = iter(shards)
-        for shard in upcoming:
-            pending.append(self.fetch_async(shard))
-            if len(pending) > ahead:
-                break
+        pending = self.start(shards, ahead=ahead)
+        upcoming = iter(shards[len(pending):])
         while pending:
             path = pending.pop(0).result()
             nxt = next(upcoming, None)
